@@ -1,0 +1,307 @@
+"""The building blocks every family is assembled from: norms, rotary embeddings, attention and MLPs.
+
+Each module exposes its intermediates through TransformerLens `HookPoint`s with TransformerLens's
+names, so analysis code written for TransformerLens runs unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformer_lens.hook_points import HookPoint
+
+from harness.errors import UnsupportedArchitectureError
+from harness.models.config import ModelConfig
+
+# ---------------------------------------------------------------------------------------- norms
+
+
+class Norm(nn.Module):
+    """LayerNorm or RMSNorm, computed in float32. `hook_scale` is the divisor and
+    `hook_normalized` the unit-scale input before the learned weight, as in TransformerLens."""
+
+    def __init__(self, dim: int, kind: str, eps: float, offset: float = 0.0):
+        super().__init__()
+        self.kind, self.eps, self.offset = kind, eps, offset
+        # Gemma stores w and scales by (1 + w), so its neutral weight is zero.
+        self.w = nn.Parameter(torch.full((dim,), 1.0 - offset))
+        self.b = nn.Parameter(torch.zeros(dim)) if kind == "layernorm" else None
+        self.hook_scale = HookPoint()
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        if self.kind == "layernorm":
+            x = x - x.mean(-1, keepdim=True)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        x = self.hook_normalized(x / scale)
+        if self.offset:
+            # Gemma multiplies in float32 before casting back.
+            return (x * (self.offset + self.w.float())).to(dtype)
+        x = x.to(dtype) * self.w
+        return x + self.b if self.b is not None else x
+
+
+# ---------------------------------------------------------------------------------------- rotary
+
+
+def rope_inv_freq(dim: int, theta: float, scaling: dict | None) -> tuple[torch.Tensor, float]:
+    """Inverse frequencies for rotary embeddings, and the factor cos/sin are multiplied by."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    kind = (scaling or {}).get("rope_type", "default")
+    if kind == "default":
+        return inv_freq, 1.0
+    if kind == "linear":
+        return inv_freq / scaling["factor"], 1.0
+    if kind == "llama3":
+        return _llama3_inv_freq(inv_freq, scaling), 1.0
+    if kind == "yarn":
+        return _yarn_inv_freq(inv_freq, dim, theta, scaling)
+    raise UnsupportedArchitectureError(
+        f"rope scaling {kind!r} is not supported; supported: default, linear, llama3, yarn"
+    )
+
+
+def _llama3_inv_freq(inv_freq: torch.Tensor, s: dict) -> torch.Tensor:
+    # Llama 3.1: long wavelengths are divided by `factor`, short ones kept, the band between blended.
+    factor, low, high = s["factor"], s["low_freq_factor"], s["high_freq_factor"]
+    old_len = s["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+    return torch.where(medium, blended, scaled)
+
+
+def _yarn_inv_freq(inv_freq: torch.Tensor, dim: int, theta: float, s: dict) -> tuple[torch.Tensor, float]:
+    # YaRN: interpolate low frequencies, keep high ones, ramp between; scale attention by mscale.
+    factor = s["factor"]
+    old_len = s["original_max_position_embeddings"]
+    beta_fast, beta_slow = s.get("beta_fast") or 32, s.get("beta_slow") or 1
+
+    def mscale(scale: float, m: float = 1.0) -> float:
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    attention_factor = s.get("attention_factor")
+    if attention_factor is None:
+        if s.get("mscale") and s.get("mscale_all_dim"):
+            attention_factor = mscale(factor, s["mscale"]) / mscale(factor, s["mscale_all_dim"])
+        else:
+            attention_factor = mscale(factor)
+
+    def correction_dim(rotations: float) -> float:
+        return (dim * math.log(old_len / (rotations * 2 * math.pi))) / (2 * math.log(theta))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if s.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    extrapolation = 1 - ramp
+    inv_freq = (inv_freq / factor) * (1 - extrapolation) + inv_freq * extrapolation
+    return inv_freq, attention_factor
+
+
+class Rotary(nn.Module):
+    """Computes cos/sin for given positions (half-split layout, as Hugging Face's `rotate_half`)."""
+
+    def __init__(self, dim: int, theta: float, scaling: dict | None):
+        super().__init__()
+        inv_freq, self.attention_factor = rope_inv_freq(dim, theta, scaling)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = positions[..., None].float() * self.inv_freq.float()  # [batch, pos, dim/2]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos() * self.attention_factor, emb.sin() * self.attention_factor
+        return cos.to(dtype)[:, :, None, :], sin.to(dtype)[:, :, None, :]  # broadcast over heads
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first `cos.shape[-1]` features of x [batch, pos, head, d_head]."""
+    rot_dim = cos.shape[-1]
+    x_rot, x_pass = x[..., :rot_dim], x[..., rot_dim:]
+    half = rot_dim // 2
+    rotated = torch.cat((-x_rot[..., half:], x_rot[..., :half]), dim=-1)
+    out = x_rot * cos + rotated * sin
+    return torch.cat((out, x_pass), dim=-1) if x_pass.shape[-1] else out
+
+
+# ---------------------------------------------------------------------------------------- attention
+
+
+@dataclass
+class AttentionMask:
+    """What a layer may attend to. `mask` is boolean [batch, 1, q, k] (True = attend) or None,
+    meaning plain causal attention over the whole sequence (or everything, for one new token)."""
+
+    mask: torch.Tensor | None
+    is_causal: bool
+
+
+class LayerKV:
+    """One layer's key/value cache, preallocated to `capacity` positions and filled in place."""
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.length = 0
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # k, v: [batch, kv_heads, new, d_head]
+        new_len = self.length + k.shape[2]
+        if self.k is None or self.k.shape[2] < new_len:
+            size = max(capacity, new_len)
+            grow_k = k.new_empty(k.shape[0], k.shape[1], size, k.shape[3])
+            grow_v = v.new_empty(v.shape[0], v.shape[1], size, v.shape[3])
+            if self.k is not None:
+                grow_k[:, :, : self.length] = self.k[:, :, : self.length]
+                grow_v[:, :, : self.length] = self.v[:, :, : self.length]
+            self.k, self.v = grow_k, grow_v
+        self.k[:, :, self.length : new_len] = k
+        self.v[:, :, self.length : new_len] = v
+        self.length = new_len
+        return self.k[:, :, :new_len], self.v[:, :, :new_len]
+
+
+def _has_hooks(hook: HookPoint) -> bool:
+    return bool(hook.fwd_hooks or hook.bwd_hooks)
+
+
+class Attention(nn.Module):
+    """Multi-head, grouped-query and multi-query attention with optional QK-norm, rotary, sliding
+    window and score soft-capping. Runs PyTorch's fused SDPA unless scores or pattern are hooked."""
+
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.cfg, self.layer = cfg, layer
+        h, kv, dh = cfg.n_heads, cfg.n_kv_heads, cfg.d_head
+        self.q_proj = nn.Linear(cfg.d_model, h * dh, bias=cfg.attn_bias)
+        self.k_proj = nn.Linear(cfg.d_model, kv * dh, bias=cfg.attn_bias)
+        self.v_proj = nn.Linear(cfg.d_model, kv * dh, bias=cfg.attn_bias)
+        self.o_proj = nn.Linear(h * dh, cfg.d_model, bias=cfg.attn_out_bias)
+        if cfg.qk_norm:
+            self.q_norm = Norm(dh, "rmsnorm", cfg.norm_eps, cfg.norm_offset)
+            self.k_norm = Norm(dh, "rmsnorm", cfg.norm_eps, cfg.norm_offset)
+        self.scale = cfg.attn_scale if cfg.attn_scale is not None else dh**-0.5
+        for name in ("q", "k", "v", "rot_q", "rot_k", "attn_scores", "pattern", "z", "result"):
+            setattr(self, f"hook_{name}", HookPoint())
+
+    # TransformerLens-shaped weight views, for circuit analysis ([head, d_model, d_head] etc.).
+    @property
+    def W_Q(self) -> torch.Tensor:
+        return self.q_proj.weight.T.reshape(self.cfg.d_model, self.cfg.n_heads, -1).transpose(0, 1)
+
+    @property
+    def W_K(self) -> torch.Tensor:
+        return self.k_proj.weight.T.reshape(self.cfg.d_model, self.cfg.n_kv_heads, -1).transpose(0, 1)
+
+    @property
+    def W_V(self) -> torch.Tensor:
+        return self.v_proj.weight.T.reshape(self.cfg.d_model, self.cfg.n_kv_heads, -1).transpose(0, 1)
+
+    @property
+    def W_O(self) -> torch.Tensor:
+        return self.o_proj.weight.T.reshape(self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        mask: AttentionMask,
+        kv: LayerKV | None = None,
+        kv_capacity: int = 0,
+    ) -> torch.Tensor:
+        cfg = self.cfg
+        b, p, _ = x.shape
+        q = self.hook_q(self.q_proj(x).view(b, p, cfg.n_heads, cfg.d_head))
+        k = self.hook_k(self.k_proj(x).view(b, p, cfg.n_kv_heads, cfg.d_head))
+        v = self.hook_v(self.v_proj(x).view(b, p, cfg.n_kv_heads, cfg.d_head))
+        if cfg.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q = self.hook_rot_q(apply_rotary(q, *rope))
+            k = self.hook_rot_k(apply_rotary(k, *rope))
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [batch, head, pos, d_head]
+        if kv is not None:
+            k, v = kv.update(k, v, kv_capacity)
+
+        eager = cfg.attn_softcap is not None or _has_hooks(self.hook_attn_scores) or _has_hooks(self.hook_pattern)
+        z = self._eager(q, k, v, mask) if eager else self._fused(q, k, v, mask)
+        z = self.hook_z(z.transpose(1, 2))  # [batch, pos, head, d_head]
+
+        if _has_hooks(self.hook_result):
+            # Per-head contributions to the residual stream; only built when asked for (it is large).
+            result = self.hook_result(torch.einsum("bphd,hdm->bphm", z, self.W_O))
+            out = result.sum(dim=2)
+            return out + self.o_proj.bias if self.o_proj.bias is not None else out
+        return self.o_proj(z.reshape(b, p, -1))
+
+    def _fused(self, q, k, v, mask: AttentionMask) -> torch.Tensor:
+        rep = self.cfg.n_rep
+        if rep > 1:
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask.mask, is_causal=mask.is_causal, scale=self.scale
+        )
+
+    def _eager(self, q, k, v, mask: AttentionMask) -> torch.Tensor:
+        rep = self.cfg.n_rep
+        if rep > 1:
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale  # [batch, head, q, k]
+        if self.cfg.attn_softcap is not None:
+            cap = self.cfg.attn_softcap
+            scores = torch.tanh(scores / cap) * cap
+        allowed = mask.mask
+        if allowed is None and mask.is_causal:
+            qn, kn = scores.shape[-2:]
+            allowed = torch.ones(qn, kn, dtype=torch.bool, device=scores.device).tril(kn - qn)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        scores = self.hook_attn_scores(scores)
+        pattern = self.hook_pattern(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
+        return torch.matmul(pattern, v)
+
+
+# ---------------------------------------------------------------------------------------- MLP
+
+
+def activation(name: str):
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return lambda x: F.gelu(x, approximate="tanh")
+    return {"gelu": F.gelu, "silu": F.silu, "relu": F.relu}[name]
+
+
+class MLP(nn.Module):
+    """Plain (GPT-2) or gated (SwiGLU / GeGLU) MLP. For gated MLPs `hook_pre` is the gate branch
+    and `hook_pre_linear` the linear branch, as in TransformerLens."""
+
+    def __init__(self, cfg: ModelConfig, d_mlp: int | None = None):
+        super().__init__()
+        d_mlp = d_mlp or cfg.d_mlp
+        self.gated = cfg.gated_mlp
+        self.act = activation(cfg.act_fn)
+        if self.gated:
+            self.gate_proj = nn.Linear(cfg.d_model, d_mlp, bias=cfg.mlp_bias)
+            self.hook_pre_linear = HookPoint()
+        self.up_proj = nn.Linear(cfg.d_model, d_mlp, bias=cfg.mlp_bias)
+        self.down_proj = nn.Linear(d_mlp, cfg.d_model, bias=cfg.mlp_bias)
+        self.hook_pre = HookPoint()
+        self.hook_post = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            gate = self.hook_pre(self.gate_proj(x))
+            post = self.hook_post(self.act(gate) * self.hook_pre_linear(self.up_proj(x)))
+        else:
+            post = self.hook_post(self.act(self.hook_pre(self.up_proj(x))))
+        return self.down_proj(post)

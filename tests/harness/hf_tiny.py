@@ -1,0 +1,56 @@
+"""Small randomly initialised transformers models, one per family, with awkward shapes."""
+
+import torch
+import transformers as tf
+
+
+def _perturb(model, seed: int):
+    # HF initialises norms to exactly 1 (or 0 for Gemma); random values catch a misplaced weight.
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    return model.eval()
+
+
+ROPE_LLAMA3 = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+
+CONFIGS = {
+    # name: (model class, config kwargs, attn implementation)
+    "gpt2-odd-heads": (tf.GPT2LMHeadModel, dict(config=tf.GPT2Config(
+        vocab_size=97, n_embd=60, n_layer=3, n_head=5, n_positions=64)), "sdpa"),
+    "llama-gqa3-llama3rope": (tf.LlamaForCausalLM, dict(config=tf.LlamaConfig(
+        vocab_size=101, hidden_size=48, intermediate_size=80, num_hidden_layers=3, num_attention_heads=6,
+        num_key_value_heads=2, max_position_embeddings=128, rope_parameters=ROPE_LLAMA3,
+        tie_word_embeddings=False)), "sdpa"),
+    "llama-mqa-tied-odd-heads": (tf.LlamaForCausalLM, dict(config=tf.LlamaConfig(
+        vocab_size=89, hidden_size=40, intermediate_size=72, num_hidden_layers=2, num_attention_heads=5,
+        num_key_value_heads=1, max_position_embeddings=64, tie_word_embeddings=True)), "sdpa"),
+    "qwen3-qknorm-sliding": (tf.Qwen3ForCausalLM, dict(config=tf.Qwen3Config(
+        vocab_size=103, hidden_size=48, intermediate_size=64, num_hidden_layers=3, num_attention_heads=3,
+        num_key_value_heads=1, head_dim=20, max_position_embeddings=128, use_sliding_window=True,
+        sliding_window=7, max_window_layers=1, tie_word_embeddings=True)), "sdpa"),
+    "gemma3-interleaved": (tf.Gemma3ForCausalLM, dict(config=tf.Gemma3TextConfig(
+        vocab_size=107, hidden_size=48, intermediate_size=96, num_hidden_layers=4, num_attention_heads=3,
+        num_key_value_heads=1, head_dim=16, max_position_embeddings=128, sliding_window=6,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention", "sliding_attention"],
+        query_pre_attn_scalar=24, rope_parameters={
+            "full_attention": {"rope_type": "linear", "rope_theta": 1_000_000.0, "factor": 4.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}})), "sdpa"),
+    "gemma3-softcapped": (tf.Gemma3ForCausalLM, dict(config=tf.Gemma3TextConfig(
+        vocab_size=107, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=128, sliding_window=5,
+        layer_types=["sliding_attention", "full_attention"], query_pre_attn_scalar=16,
+        attn_logit_softcapping=5.0, final_logit_softcapping=3.0)), "eager"),
+    "mistral-window-shorter-than-prompt": (tf.MistralForCausalLM, dict(config=tf.MistralConfig(
+        vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128, sliding_window=9)), "sdpa"),
+}
+
+
+def build(name: str, seed: int = 0):
+    cls, kwargs, attn = CONFIGS[name]
+    torch.manual_seed(seed)
+    kwargs["config"]._attn_implementation = attn
+    return _perturb(cls(**kwargs), seed)
