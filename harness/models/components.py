@@ -192,7 +192,10 @@ class Attention(nn.Module):
             self.q_norm = Norm(dh, "rmsnorm", cfg.norm_eps, cfg.norm_offset)
             self.k_norm = Norm(dh, "rmsnorm", cfg.norm_eps, cfg.norm_offset)
         self.scale = cfg.attn_scale if cfg.attn_scale is not None else dh**-0.5
-        for name in ("q", "k", "v", "rot_q", "rot_k", "attn_scores", "pattern", "z", "result"):
+        hooks = ["q", "k", "v", "attn_scores", "pattern", "z", "result"]
+        if cfg.positional == "rotary":
+            hooks += ["rot_q", "rot_k"]  # only models with rotary embeddings have rotated q/k
+        for name in hooks:
             setattr(self, f"hook_{name}", HookPoint())
 
     # TransformerLens-shaped weight views, for circuit analysis ([head, d_model, d_head] etc.).

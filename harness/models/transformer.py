@@ -155,7 +155,7 @@ class HookedLM(HookedRootModule):
         if start_at_layer is None:
             resid = self.hook_embed(self._embed(tokens))
             if self.cfg.positional == "learned":
-                resid = resid + self.hook_pos_embed(self.pos_embed(position_ids))
+                resid = resid + self.hook_pos_embed(self.pos_embed(position_ids).expand(batch, -1, -1))
             start_at_layer = 0
         else:
             resid = input
