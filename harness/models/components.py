@@ -39,7 +39,7 @@ class Norm(nn.Module):
         if self.kind == "layernorm":
             x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        x = self.hook_normalized(x / scale)
+        x = self.hook_normalized(x * scale.reciprocal())  # one small reciprocal, then a cheap multiply
         if self.offset:
             # Gemma multiplies in float32 before casting back.
             return (x * (self.offset + self.w.float())).to(dtype)
@@ -225,14 +225,7 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         cfg = self.cfg
         b, p, _ = x.shape
-        q = self.hook_q(self.q_proj(x).view(b, p, cfg.n_heads, cfg.d_head))
-        k = self.hook_k(self.k_proj(x).view(b, p, cfg.n_kv_heads, cfg.d_head))
-        v = self.hook_v(self.v_proj(x).view(b, p, cfg.n_kv_heads, cfg.d_head))
-        if cfg.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
-        if rope is not None:
-            q = self.hook_rot_q(apply_rotary(q, *rope))
-            k = self.hook_rot_k(apply_rotary(k, *rope))
+        q, k, v = self.project(x, rope)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [batch, head, pos, d_head]
         if kv is not None:
             k, v = kv.update(k, v, kv_capacity)
@@ -247,6 +240,21 @@ class Attention(nn.Module):
             out = result.sum(dim=2)
             return out + self.o_proj.bias if self.o_proj.bias is not None else out
         return self.o_proj(z.reshape(b, p, -1))
+
+    def project(self, x: torch.Tensor, rope) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values [batch, pos, head, d_head], rotated where there is rope.
+        (The extension point for other ways of making them, such as latent attention.)"""
+        cfg = self.cfg
+        b, p, _ = x.shape
+        q = self.hook_q(self.q_proj(x).view(b, p, cfg.n_heads, cfg.d_head))
+        k = self.hook_k(self.k_proj(x).view(b, p, cfg.n_kv_heads, cfg.d_head))
+        v = self.hook_v(self.v_proj(x).view(b, p, cfg.n_kv_heads, cfg.d_head))
+        if cfg.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q = self.hook_rot_q(apply_rotary(q, *rope))
+            k = self.hook_rot_k(apply_rotary(k, *rope))
+        return q, k, v
 
     def _fused(self, q, k, v, mask: AttentionMask) -> torch.Tensor:
         rep = self.cfg.n_rep

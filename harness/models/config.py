@@ -16,6 +16,7 @@ NORMS = ("layernorm", "rmsnorm")
 ACTIVATIONS = ("gelu_new", "gelu", "gelu_pytorch_tanh", "silu", "relu")
 POSITIONALS = ("learned", "rotary")
 LAYER_TYPES = ("full", "sliding")
+ROUTER_SCORINGS = ("softmax", "sigmoid")
 
 
 @dataclass
@@ -53,11 +54,29 @@ class ModelConfig:
     attn_softcap: float | None = None
     attn_bias: bool = False  # bias on q, k, v
     attn_out_bias: bool = False  # bias on the output projection
+    # Multi-head latent attention (DeepSeek-V2/V3), selected by setting kv_lora_rank. Then d_head is
+    # the query/key head size (no-rope part + rope part) and rotary_dim the decoupled rope part.
+    kv_lora_rank: int | None = None
+    q_lora_rank: int | None = None  # None: queries are projected directly, without a latent
+    v_head_dim: int | None = None  # None: d_head
+    rope_interleave: bool = False  # rotate pairs (x0, x1), (x2, x3)... instead of the two halves
 
     # MLP.
     act_fn: str = "silu"
     gated_mlp: bool = True
     mlp_bias: bool = False
+    # Mixture of experts; n_experts=0 means every MLP is dense.
+    n_experts: int = 0
+    experts_per_token: int = 0  # top-k
+    d_expert: int | None = None  # each routed expert's hidden size; None: d_mlp
+    moe_layers: list[int] | None = None  # layers whose MLP is a mixture; None: all of them
+    router_scoring: str = "softmax"  # "softmax" (Mixtral, Qwen3-MoE) or "sigmoid" (DeepSeek-V3)
+    router_norm_topk: bool = True  # rescale the chosen experts' weights to sum to 1
+    router_bias: bool = False  # DeepSeek's e_score_correction_bias: moves the choice, not the weights
+    router_n_group: int = 1  # group-limited routing: experts split into n_group groups and
+    router_topk_group: int = 1  # each token chooses only within its topk_group best groups
+    routed_scaling: float = 1.0  # multiplies the chosen weights (DeepSeek's routed_scaling_factor)
+    n_shared_experts: int = 0  # always-on experts of d_expert each, run as one MLP
 
     # Embedding and unembedding.
     tie_embeddings: bool = False
@@ -106,6 +125,48 @@ class ModelConfig:
                 0 < self.rotary_dim <= self.d_head and self.rotary_dim % 2 == 0,
                 f"rotary_dim={self.rotary_dim} must be even and at most d_head={self.d_head}",
             )
+        self._validate_moe(need)
+        self._validate_mla(need)
+
+    def _validate_moe(self, need) -> None:
+        if self.n_experts == 0:
+            need(
+                not self.experts_per_token and not self.moe_layers and not self.n_shared_experts,
+                "experts_per_token, moe_layers or n_shared_experts set but n_experts=0; set n_experts",
+            )
+            return
+        e, k, groups, top_groups = self.n_experts, self.experts_per_token, self.router_n_group, self.router_topk_group
+        need(e > 0, f"n_experts must be positive, got {e}")
+        need(0 < k <= e, f"experts_per_token={k} must be between 1 and n_experts={e}")
+        scoring = self.router_scoring
+        need(scoring in ROUTER_SCORINGS, f"router_scoring={scoring!r}; expected {ROUTER_SCORINGS}")
+        need(groups > 0 and e % groups == 0, f"router_n_group={groups} must divide n_experts={e}")
+        need(0 < top_groups <= groups, f"router_topk_group={top_groups} must be between 1 and router_n_group={groups}")
+        need(
+            k <= top_groups * (e // groups),
+            f"experts_per_token={k} exceeds the {top_groups * (e // groups)} experts in the "
+            f"router_topk_group={top_groups} groups a token may use",
+        )
+        need(self.d_expert is None or self.d_expert > 0, f"d_expert must be positive, got {self.d_expert}")
+        need(self.n_shared_experts >= 0, f"n_shared_experts must be >= 0, got {self.n_shared_experts}")
+        bad = [i for i in self.moe_layers or [] if not 0 <= i < self.n_layers]
+        need(not bad, f"moe_layers {bad} are outside 0..{self.n_layers - 1}")
+
+    def _validate_mla(self, need) -> None:
+        if self.kv_lora_rank is None:
+            for name in ("q_lora_rank", "v_head_dim"):
+                need(getattr(self, name) is None, f"{name} is set but kv_lora_rank is not; it is for latent attention")
+            need(not self.rope_interleave, "rope_interleave is only implemented for latent attention; set kv_lora_rank")
+            return
+        need(self.kv_lora_rank > 0, f"kv_lora_rank must be positive, got {self.kv_lora_rank}")
+        q_rank = self.q_lora_rank
+        need(q_rank is None or q_rank > 0, f"q_lora_rank must be positive or None, got {q_rank}")
+        need(self.rotary_dim is not None, "latent attention needs rotary_dim (the decoupled rope part of d_head)")
+        need(self.n_kv_heads == self.n_heads, "latent attention expands keys for every head; set n_kv_heads=n_heads")
+        need((self.v_head_dim or self.d_head) > 0, f"v_head_dim must be positive, got {self.v_head_dim}")
+
+    def is_moe_layer(self, layer: int) -> bool:
+        return self.n_experts > 0 and (self.moe_layers is None or layer in self.moe_layers)
 
     @property
     def n_rep(self) -> int:

@@ -20,13 +20,15 @@ from transformer_lens.hook_points import HookPoint
 from harness.errors import HookNameError, ShapeError
 from harness.models.components import MLP, Attention, AttentionMask, LayerKV, Norm, Rotary
 from harness.models.config import ModelConfig
+from harness.models.mla import LatentAttention
+from harness.models.moe import MoE
 
 
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
         self.ln1 = Norm(cfg.d_model, cfg.norm, cfg.norm_eps, cfg.norm_offset)
-        self.attn = Attention(cfg, layer)
+        self.attn = self.build_attn(cfg, layer)
         if cfg.post_attn_norm:
             self.ln1_post = Norm(cfg.d_model, cfg.norm, cfg.norm_eps, cfg.norm_offset)
         self.ln2 = Norm(cfg.d_model, cfg.norm, cfg.norm_eps, cfg.norm_offset)
@@ -37,8 +39,11 @@ class Block(nn.Module):
         for name in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"):
             setattr(self, f"hook_{name}", HookPoint())
 
+    def build_attn(self, cfg: ModelConfig, layer: int) -> nn.Module:
+        return LatentAttention(cfg, layer) if cfg.kv_lora_rank is not None else Attention(cfg, layer)
+
     def build_mlp(self, cfg: ModelConfig, layer: int) -> nn.Module:
-        return MLP(cfg)
+        return MoE(cfg, layer) if cfg.is_moe_layer(layer) else MLP(cfg)
 
     def forward(self, resid, rope, mask: AttentionMask, kv: LayerKV | None, kv_capacity: int):
         resid = self.hook_resid_pre(resid)

@@ -1,0 +1,186 @@
+"""The run store: atomic writes, names that cannot escape, listing bad folders, round trips."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from harness.errors import RunError
+from harness.runs import MANIFEST, RunStore
+
+
+
+@pytest.fixture
+def store(tmp_path):
+    return RunStore(tmp_path / "runs")
+
+
+def test_create_writes_manifest(store):
+    run = store.create("demo", name="first", command=["harness", "demo"], config={"k": 1, "p": store.root}, seed=3)
+    m = json.loads((run.path / MANIFEST).read_text())
+    assert m["kind"] == "demo" and m["name"] == "first" and m["status"] == "running"
+    assert m["command"] == "harness demo" and m["seed"] == 3 and m["config"]["k"] == 1
+    assert isinstance(m["config"]["p"], str)  # paths in configs are stored as text
+    for key in ("python", "torch", "transformers", "transformer_lens", "sae_lens", "lm_eval", "harness"):
+        assert key in m["versions"]
+    assert m["versions"]["torch"] and m["versions"]["harness"]
+
+
+def test_default_names_are_unique(store):
+    a, b = store.create("demo"), store.create("demo")
+    assert a.name.startswith("demo-") and a.name != b.name
+
+
+def test_existing_name_is_refused(store):
+    store.create("demo", name="x")
+    with pytest.raises(RunError, match="already exists"):
+        store.create("demo", name="x")
+    with pytest.raises(RunError, match="already exists"):
+        store.check_available("x")
+    with pytest.raises(RunError, match="invalid"):
+        store.check_available("../x")
+    store.check_available("y")
+
+
+@pytest.mark.parametrize("name", ["../x", "/abs", "a/b", "..", ".", ".hidden", "", "a b", "a\\b", "-x"])
+def test_names_cannot_escape(store, name):
+    with pytest.raises(RunError):
+        store.create("demo", name=name)
+    assert not (store.root.parent / "x").exists()
+
+
+def test_kind_is_checked(store):
+    with pytest.raises(RunError):
+        store.create("../evil")
+
+
+def test_symlinked_name_outside_root_is_refused(store, tmp_path):
+    store.root.mkdir(parents=True)
+    (store.root / "link").symlink_to(tmp_path)
+    with pytest.raises(RunError, match="outside"):
+        store.open("link")
+
+
+@pytest.mark.parametrize("rel", ["../x.json", "/tmp/x.json", "a/../../x.json", MANIFEST, "sub/../manifest.json", ""])
+def test_artifact_paths_cannot_escape(store, rel):
+    run = store.create("demo", name="r")
+    with pytest.raises(RunError):
+        run.write_json(rel, {"a": 1})
+
+
+def test_round_trips(store):
+    run = store.create("demo", name="r")
+    run.write_json("metrics.json", {"a": 1.5, "b": [1, 2]})
+    run.write_jsonl("gen/rows.jsonl", [{"i": 0, "text": "héllo"}, {"i": 1, "text": "x\ny"}])
+    tensors = {"a": torch.arange(6.0).reshape(2, 3), "blocks.0.hook_resid_post": torch.randn(4, 5).t()}
+    run.write_tensors("acts.safetensors", tensors, metadata={"prompt": "hi", "n": 2})
+    run.write_text("fig.html", "<html></html>")
+
+    again = store.open("r")
+    assert again.read_json("metrics.json") == {"a": 1.5, "b": [1, 2]}
+    assert again.read_jsonl("gen/rows.jsonl")[1]["text"] == "x\ny"
+    back, meta = again.read_tensors("acts.safetensors", with_metadata=True)
+    assert set(back) == set(tensors) and all(torch.equal(back[k], tensors[k]) for k in tensors)
+    assert meta == {"prompt": "hi", "n": "2"}
+    assert again.artifacts == ["metrics.json", "gen/rows.jsonl", "acts.safetensors", "fig.html"]
+    assert again.read_text("fig.html") == "<html></html>"
+    with pytest.raises(RunError, match="no artifact"):
+        again.read_json("missing.json")
+
+
+def test_parquet_round_trip(store):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    run = store.create("demo", name="r")
+    frame = pd.DataFrame({"x": [1, 2], "y": ["a", "b"]})
+    run.write_parquet("t.parquet", frame)
+    assert run.read_parquet("t.parquet").equals(frame)
+
+
+def test_rewriting_an_artifact_keeps_one_entry(store):
+    run = store.create("demo", name="r")
+    run.write_json("m.json", {"v": 1})
+    run.write_json("m.json", {"v": 2})
+    assert run.artifacts == ["m.json"] and run.read_json("m.json") == {"v": 2}
+
+
+def test_crash_mid_write_leaves_no_partial_artifact(store, monkeypatch):
+    run = store.create("demo", name="r")
+    run.write_json("keep.json", {"v": 1})
+
+    def crash(src, dst):
+        raise OSError("killed")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        run.write_tensors("acts.safetensors", {"x": torch.zeros(3)})
+    with pytest.raises(OSError):
+        run.write_json("keep.json", {"v": 2})
+    monkeypatch.undo()
+
+    # The new artifact does not exist, the old one is intact, no temp files are left behind.
+    assert sorted(p.name for p in run.path.iterdir()) == ["keep.json", MANIFEST]
+    assert run.read_json("keep.json") == {"v": 1}
+    assert store.open("r").artifacts == ["keep.json"]
+
+
+def test_models_timings_finish(store):
+    with store.create("demo", name="r") as run:
+        run.add_model("tiny", {"name": "tiny", "weights_sha256": "ab" * 32})
+        run.record_timing("load/tiny", 0.123456)
+        with run.timer("step"):
+            pass
+    m = store.open("r").manifest
+    assert m["status"] == "complete" and m["finished"]
+    assert m["models"]["tiny"]["weights_sha256"] == "ab" * 32
+    assert m["timings"]["load/tiny"] == 0.1235 and "step" in m["timings"] and "total" in m["timings"]
+
+
+def test_failed_and_interrupted_runs_are_marked(store):
+    with pytest.raises(ValueError):
+        with store.create("demo", name="bad"):
+            raise ValueError("boom")
+    with pytest.raises(KeyboardInterrupt):
+        with store.create("demo", name="stopped"):
+            raise KeyboardInterrupt
+    assert store.open("bad").manifest["status"] == "failed"
+    assert "boom" in store.open("bad").manifest["error"]
+    assert store.open("stopped").status == "interrupted"
+    with pytest.raises(RunError):
+        store.open("bad").finish("weird")
+
+
+def test_finish_records_metrics(store):
+    run = store.create("demo", name="r")
+    run.finish(metrics={"acc": 0.5})
+    assert store.open("r").manifest["metrics"] == {"acc": 0.5}
+
+
+def test_list_flags_corrupt_and_missing_manifests(store):
+    store.create("demo", name="good").finish()
+    store.create("demo", name="corrupt")
+    (store.root / "corrupt" / MANIFEST).write_text("{not json")
+    (store.root / "empty").mkdir()
+    (store.root / "stray.txt").write_text("not a run")
+    infos = {i.name: i for i in store.list()}
+    assert set(infos) == {"good", "corrupt", "empty"}
+    assert infos["good"].error is None and infos["good"].status == "complete" and infos["good"].kind == "demo"
+    assert "unreadable" in infos["corrupt"].error
+    assert "missing" in infos["empty"].error
+    with pytest.raises(RunError):
+        store.open("corrupt")
+
+
+def test_open_by_path_and_missing(store):
+    run = store.create("demo", name="r")
+    assert store.open(run.path).name == "r"
+    assert RunStore(store.root / "elsewhere").open(str(run.path)).name == "r"
+    with pytest.raises(RunError, match="no run"):
+        store.open("nope")
+
+
+def test_default_root_from_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERP_HARNESS_RUNS", str(tmp_path / "r"))
+    assert RunStore().root == tmp_path / "r"
+    assert RunStore().list() == []
