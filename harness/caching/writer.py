@@ -1,0 +1,210 @@
+"""cache_activations: run a hooked model over a corpus and write the chosen hooks' activations.
+
+Layout of the output folder (see shards.py, manifest.py):
+    manifest.json               the job and, when done, the shard list and throughput
+    shard_00000.safetensors     contexts [0, S): one tensor per hook + token_ids (int32)
+    shard_00001.safetensors     contexts [S, 2S) ...
+
+The shard layout is a pure function of the job (context stream, shard size, batch size), so:
+- resuming skips the shards already on disk and recomputes the rest with the same batches,
+  giving the same bytes as an uninterrupted run;
+- under torchrun, rank r computes shards r, r+W, ... into the same folder, giving the same
+  files as one process.
+Memory holds one shard being filled and one being written, whatever n_tokens is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.caching import manifest as mf
+from harness.caching.distributed import Ranks
+from harness.caching.hooks import resolve_hooks, stop_layer
+from harness.caching.shards import disk_full_is_an_error, remove_partial, shard_name, write_shard
+from harness.data.corpus import CorpusError, load_corpus
+from harness.data.packing import pack, prefetch, resolve_prepend_bos
+from harness.errors import HarnessError, RunError
+
+FORMAT = 1
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def parse_dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    key = str(dtype).removeprefix("torch.")
+    if key not in DTYPES:
+        raise HarnessError(f"unknown cache dtype {dtype!r}; use float32, float16 or bfloat16")
+    return DTYPES[key]
+
+
+def tokenizer_identity(tokenizer) -> dict:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    spec = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return {"class": type(tokenizer).__name__, "vocab_size": len(tokenizer),
+            "sha256": hashlib.sha256(spec.encode("utf-8")).hexdigest()}
+
+
+def _device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def _n_layers(model) -> int | None:
+    cfg = getattr(model, "cfg", None)
+    return getattr(cfg, "n_layers", None)
+
+
+@torch.inference_mode()
+def _forward(model, tokens: torch.Tensor, hooks: list[str], stop: int | None, batch_size: int,
+             dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The hooks' activations for `tokens` [n, L], computed batch by batch into preallocated CPU tensors."""
+    device = _device(model)
+    out: dict[str, torch.Tensor] = {}
+    for i in range(0, len(tokens), batch_size):
+        batch = tokens[i:i + batch_size].to(device=device, dtype=torch.long)
+        _, cache = model.run_with_cache(batch, names_filter=hooks, stop_at_layer=stop)
+        for name in hooks:
+            act = cache[name].to(dtype)  # cast on the device: less to copy back
+            if name not in out:
+                out[name] = torch.empty((len(tokens), *act.shape[1:]), dtype=dtype)
+            out[name][i:i + len(batch)].copy_(act)
+    return out
+
+
+def _auto_shard_contexts(model, hooks, first, stop, dtype, batch_size, shard_mb) -> int:
+    acts = _forward(model, torch.from_numpy(first[None]), hooks, stop, 1, dtype)
+    per_context = sum(a.numel() * a.element_size() for a in acts.values()) + first.nbytes
+    fit = int(shard_mb * 2**20) // max(per_context, 1)
+    return max(batch_size, fit // batch_size * batch_size)
+
+
+def cache_activations(model, hooks, corpus, n_tokens: int, out_dir, *, context_length: int = 128,
+                      batch_size: int = 8, dtype="float32", seed: int = 0, prepend_bos: bool | None = None,
+                      split: str = "train", heldout_fraction: float = 0.05, shard_contexts: int | None = None,
+                      shard_mb: float = 256, shuffle_buffer: int = 4096, progress: bool = True,
+                      command: str | None = None) -> Path:
+    """Cache the activations of `hooks` (names or globs) over the first n_tokens of `corpus`
+    (rounded up to whole contexts) into `out_dir`; resumes a matching unfinished job there.
+    Returns the folder. Read it back with CachedActivations(out_dir)."""
+    ranks = Ranks.from_env()
+    out = Path(out_dir)
+    names = resolve_hooks(model, hooks)
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise HarnessError("the model has no tokenizer; load it with one (tokenizer=...) to cache a text corpus")
+    corpus = load_corpus(corpus)
+    dtype = parse_dtype(dtype)
+    if n_tokens < 1 or batch_size < 1:
+        raise HarnessError(f"tokens ({n_tokens}) and batch size ({batch_size}) must be positive")
+    n_contexts = math.ceil(n_tokens / context_length)
+    bos = resolve_prepend_bos(tokenizer, prepend_bos)
+    # The shuffle buffer is filled before the first context comes out: never fill more than the job needs.
+    shuffle_buffer = min(shuffle_buffer, n_contexts)
+    contexts = pack(corpus, tokenizer, context_length, prepend_bos=bos, split=split,
+                    heldout_fraction=heldout_fraction, seed=seed, shuffle_buffer=shuffle_buffer)
+    first = next(contexts, None)
+    if first is None:
+        raise CorpusError(f"corpus {corpus.name!r} ({split} split) yields not one context of {context_length} tokens")
+    contexts = prefetch(itertools.chain([first], contexts), depth=max(256, 2 * batch_size))
+    stop = stop_layer(names, _n_layers(model))
+    if shard_contexts is None:
+        shard_contexts = _auto_shard_contexts(model, names, first, stop, dtype, batch_size, shard_mb)
+    if shard_contexts % batch_size:
+        raise HarnessError(f"shard_contexts ({shard_contexts}) must be a multiple of batch_size ({batch_size})")
+    job = {"format": FORMAT, "model": mf.model_identity(model), "tokenizer": tokenizer_identity(tokenizer),
+           "hooks": names, "dtype": str(dtype).removeprefix("torch."), "context_length": context_length,
+           "n_contexts": n_contexts, "n_tokens": n_contexts * context_length, "batch_size": batch_size,
+           "shard_contexts": shard_contexts, "corpus": {"name": corpus.name, **corpus.fingerprint},
+           "split": split, "heldout_fraction": heldout_fraction, "prepend_bos": bos, "seed": seed,
+           "shuffle_buffer": shuffle_buffer,
+           "stop_at_layer": stop}
+
+    # Rank 0 checks and claims the folder; every rank learns the outcome, so none waits forever.
+    error = None
+    if ranks.is_main:
+        try:
+            with disk_full_is_an_error(out, "manifest.json"):
+                mf.claim_folder(out, job, command)
+            remove_partial(out)  # temporaries of a killed run; ranks only write after the barrier below
+        except RunError as e:
+            error = str(e)
+    error = ranks.broadcast(error)
+    if error:
+        raise RunError(error)
+
+    n_shards = math.ceil(n_contexts / shard_contexts)
+    todo = [s for s in range(n_shards) if ranks.mine(s) and not (out / shard_name(s)).exists()]
+    started = time.perf_counter()
+    computed = _run(model, names, stop, dtype, batch_size, contexts, n_contexts, shard_contexts, n_shards,
+                    set(todo), out, corpus.name, split, context_length, progress and ranks.is_main)
+    elapsed = time.perf_counter() - started
+    ranks.barrier()
+    if ranks.is_main:
+        with disk_full_is_an_error(out, "manifest.json"):
+            _finish(out, n_shards, computed * context_length, elapsed, ranks.world)
+    ranks.barrier()
+    return out
+
+
+def _run(model, names, stop, dtype, batch_size, contexts, n_contexts, shard_contexts, n_shards, todo, out,
+         corpus_name, split, context_length, progress) -> int:
+    """Compute and write the shards in `todo`; returns how many contexts were computed here."""
+    from tqdm.auto import tqdm
+
+    total = sum(min(shard_contexts, n_contexts - s * shard_contexts) for s in todo) * context_length
+    bar = tqdm(total=total, unit="tok", unit_scale=True, desc="caching", disable=not progress, dynamic_ncols=True)
+    computed = 0
+    # One background writer: the next shard is computed while the last one goes to disk.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for s in range(n_shards):
+            count = min(shard_contexts, n_contexts - s * shard_contexts)
+            block = list(itertools.islice(contexts, count))  # every rank walks the same stream
+            if len(block) < count:
+                have = s * shard_contexts + len(block)
+                raise CorpusError(f"corpus {corpus_name!r} ({split} split) gives only {have} contexts of "
+                                  f"{context_length} tokens; ask for at most {have * context_length} tokens "
+                                  "(and delete this --out folder or use a new one)")
+            if s not in todo:
+                continue
+            tokens = torch.from_numpy(np.stack(block))
+            acts = _forward(model, tokens, names, stop, batch_size, dtype)
+            if pending is not None:
+                pending.result()  # at most one shard waits for the disk: memory stays bounded
+            pending = pool.submit(write_shard, out, s, {**acts, "token_ids": tokens})
+            computed += count
+            bar.update(count * context_length)
+        if pending is not None:
+            pending.result()
+    bar.close()
+    return computed
+
+
+def _finish(out: Path, n_shards: int, tokens_here: int, elapsed: float, world: int) -> None:
+    missing = [shard_name(s) for s in range(n_shards) if not (out / shard_name(s)).exists()]
+    if missing:
+        raise RunError(f"{out}: {len(missing)} shards missing after the run (first: {missing[0]}); run the same command again to finish")
+    manifest = mf.read_manifest(out)
+    if manifest["status"] == "complete" and not tokens_here:
+        return  # a finished cache run again: nothing changed, keep its record as it was
+    manifest["status"] = "complete"
+    manifest["finished"] = mf.now_iso()
+    manifest["artifacts"] = [{"path": shard_name(s), "format": "safetensors",
+                              "bytes": (out / shard_name(s)).stat().st_size} for s in range(n_shards)]
+    manifest.setdefault("timings", {})["last_session"] = round(elapsed, 4)
+    # Rank 0 alone: the whole job ran about world_size times faster (ranks get equal shard counts, give or take one).
+    rate = tokens_here / elapsed if elapsed > 0 and tokens_here else None
+    manifest.setdefault("metrics", {}).update({"tokens_per_s_rank0": rate, "world_size": world})
+    mf.write_manifest(out, manifest)
