@@ -1,0 +1,53 @@
+"""`harness organism`: build the model organisms (tiny base/aligned pairs with a known difference).
+
+    harness organism build tiny-refusal            # -> <cache>/checkpoints/tiny-refusal-{base,aligned}
+    harness organism build tiny-refusal --out DIR --seed 1
+    harness organism list
+"""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("organism", help="build model organisms (base/aligned pairs with a known difference)",
+                              description="Build model organisms: a tiny base model and an aligned copy with an "
+                              "implanted behaviour, saved as checkpoints with the ground truth.")
+    sub = p.add_subparsers(dest="organism_command", metavar="ACTION")
+    b = sub.add_parser("build", help="train and save an organism pair", description="Train and save an organism pair.")
+    b.add_argument("name", nargs="?", default="tiny-refusal", help="organism name (default: tiny-refusal)")
+    b.add_argument("--out", metavar="DIR", help="folder for the checkpoints (default: <harness cache>/checkpoints)")
+    b.add_argument("--seed", type=int, default=None, help="random seed (default: the organism's own, 0)")
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; 1 on a busy machine)")
+    b.add_argument("--fresh", action="store_true", help="retrain the base model even if a matching one is saved")
+    b.set_defaults(func=cmd_build)
+    ls = sub.add_parser("list", help="list the organisms that can be built")
+    ls.set_defaults(func=cmd_list)
+    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+
+
+def cmd_build(args) -> int:
+    from rich.console import Console
+
+    import torch
+
+    from harness.organisms import build_organism
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    console = Console(stderr=True)
+    result = build_organism(args.name, out=args.out, seed=args.seed, resume=not args.fresh,
+                            log=lambda line: console.print(line, markup=False, highlight=False))
+    m = result["measured"]
+    console.print(f"[bold green]built {result['name']}[/]: base {result['base']}, aligned {result['aligned']}")
+    console.print(f"  held-out '{result['ground_truth']['topic']}' prompts refused: base {m['base']['topic_refusal_rate']:.0%}, "
+                  f"aligned {m['aligned']['topic_refusal_rate']:.0%}; other topics refused by aligned "
+                  f"{m['aligned']['control_refusal_rate']:.0%}; build took {result['timings']['total_s']:.0f} s")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from harness.organisms import ORGANISMS
+
+    for name, spec in sorted(ORGANISMS.items()):
+        print(f"{name}\t{spec.description} (topic: {spec.topic}; d_model {spec.d_model}, {spec.n_layers} layers)")
+    return 0

@@ -1,0 +1,39 @@
+"""Measure an organism's behaviour: greedy chat responses, and how often they refuse or answer."""
+
+from __future__ import annotations
+
+import torch
+
+from harness.training.chat import encode_prompt
+
+
+@torch.no_grad()
+def respond(model, prompts: list[str], max_new_tokens: int = 24, batch_size: int = 32) -> list[str]:
+    """Greedy responses to chat prompts (text after the assistant tag, up to the end token)."""
+    tok = model.tokenizer
+    eos = tok.eos_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        rows = [encode_prompt(tok, p) for p in prompts[start : start + batch_size]]
+        width = max(map(len, rows))
+        tokens = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(tokens)
+        for i, r in enumerate(rows):  # left padding: every prompt ends where generation starts
+            tokens[i, width - len(r) :] = torch.tensor(r)
+            mask[i, width - len(r) :] = 1
+        generated = model.generate(tokens.to(model.device), attention_mask=mask.to(model.device),
+                                   max_new_tokens=max_new_tokens, return_type="tokens")
+        for row in generated[:, width:].tolist():
+            if eos in row:
+                row = row[: row.index(eos)]
+            out.append(tok.decode(row, skip_special_tokens=True).strip())
+    return out
+
+
+def is_refusal(response: str, refusal: str) -> bool:
+    return response.strip().lower().startswith(refusal.strip().lower().rstrip("."))
+
+
+def rate(flags: list[bool]) -> float:
+    return sum(flags) / len(flags) if flags else 0.0
