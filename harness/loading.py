@@ -142,7 +142,10 @@ def from_state_dict(hf_config, state_dict, tokenizer=None, device="cpu", dtype=t
         want = model.state_dict()[key].shape
         if value.shape != want:
             raise CheckpointError(f"weight {key} has shape {tuple(value.shape)}, config implies {tuple(want)}")
-    model.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=False, assign=True)
+    # DeepSeek's routing bias only ranks experts; like transformers, keep it in float32 so a
+    # bf16 load does not turn near-ties into different expert choices.
+    cast = {k: v if k.endswith("router.bias") else v.to(dtype) for k, v in weights.items()}
+    model.load_state_dict(cast, strict=False, assign=True)
     if cfg.tie_embeddings:
         model.unembed.weight = model.embed.weight
     _rebuild_buffers(model)

@@ -112,3 +112,11 @@ def test_yarn_frequencies_match_transformers(extra):
     freq, factor = rope_inv_freq(16, params["rope_theta"], config.rope_parameters)
     assert torch.allclose(freq, ref_freq, rtol=1e-6, atol=0)
     assert factor == pytest.approx(ref_factor)
+
+
+def test_bfloat16_load_keeps_the_routing_bias_in_float32():
+    # The bias only ranks experts; rounding it to bf16 could flip near-ties (transformers keeps it fp32).
+    model = harness.load(build("deepseek-groups-qlora-yarn"), dtype=torch.bfloat16)
+    biases = [m.bias for m in model.modules() if type(m).__name__ == "Router" and getattr(m, "bias", None) is not None]
+    assert biases and all(b.dtype == torch.float32 for b in biases)
+    assert model.embed.weight.dtype == torch.bfloat16
