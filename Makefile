@@ -16,7 +16,7 @@ export WANDB_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
 export HARNESS_TEST_THREADS ?= 2
 
-.PHONY: setup demo test test-fast test-slow bench clean
+.PHONY: setup browser demo test test-fast test-slow bench clean
 
 setup: $(STAMP)
 
@@ -37,7 +37,11 @@ test: test-fast test-slow
 test-fast: setup
 	$(PY) -m pytest -q
 
-test-slow: setup
+# The dashboard's real-browser test drives Debian's chromium through Playwright's Python package.
+browser: setup
+	VENV=$(VENV) bash .ci/install_browser.sh
+
+test-slow: setup browser
 	$(PY) -m pytest -q -m slow
 
 bench: setup

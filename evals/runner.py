@@ -1,0 +1,334 @@
+"""`run_eval`: evaluate several models on a suite and write one run folder.
+
+Run folder layout (all written atomically through harness.runs):
+  tasks/<model>/<task>.json      lm-eval's results for one model x task (+ config, n-samples, ...)
+  samples/<model>/<task>.jsonl   every item: doc, inputs sent to the model, outputs, metric values
+  results/<model>.json           the model's results merged in lm-eval's results JSON layout
+  comparison.json                paired differences vs the first model, bootstrap CIs, p-values
+  kl.json, kl.jsonl              next-token KL on the suite prompts (pairs sharing a tokenizer)
+  report.html                    plotly report
+Resuming: a model x task whose tasks/ and samples/ files exist is skipped; a task cut short
+reuses its finished requests from lm-eval's request cache (cache/, removed when the run
+completes). Re-running with the same --name continues an unfinished run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from evals.suites import Suite, TaskSpec, resolve_suite
+from harness.errors import HarnessError, RunError
+from harness.runs import Run, RunStore, check_name
+
+RESULT_KEYS = ("results", "configs", "versions", "n-shot", "higher_is_better", "n-samples")
+OFFLINE_HINTS = ("offline", "connection", "couldn't reach", "could not reach", "datasetnotfound",
+                 "hub", "network", "resolve", "not found on the hugging face")
+
+
+def run_eval(
+    models: dict[str, Any],
+    suite: str | Path | Suite = "default",
+    run: Run | None = None,
+    *,
+    runs_dir: str | Path | None = None,
+    name: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    kl: bool = True,
+    kl_prompts: int = 48,
+    command: str | list | None = None,
+    console=None,
+) -> Run:
+    """Evaluate `models` (label -> HookedLM or anything harness.load accepts) on `suite`.
+
+    The first model is the baseline every other model is compared with. Returns the Run. Raises
+    HarnessError after writing everything it could when a model or task failed.
+    """
+    if not models:
+        raise HarnessError("no models to evaluate; pass at least one")
+    for label in models:
+        check_name(label, "model label")
+    suite_obj = suite if isinstance(suite, Suite) else resolve_suite(suite, limit=limit)
+    config = {"suite": suite_obj.name, "tasks": [vars(t) | {"source": str(t.source or "")} for t in suite_obj.tasks],
+              "models": {k: _describe(v) for k, v in models.items()}, "limit": limit,
+              "batch_size": batch_size, "device": device, "kl": kl}
+    run = run or open_run(runs_dir, name, config, command)
+    loaded: dict[str, Any] = {}
+    failures: list[str] = []
+    try:
+        task_manager = suite_obj.task_manager()
+        for label, source in models.items():
+            _evaluate_model(run, label, source, suite_obj, task_manager, loaded, failures, batch_size, device, console)
+        labels = [m for m in models if _has_any_results(run, m, suite_obj)]
+        for label in labels:
+            _merge_results(run, label, suite_obj)
+        if len(labels) >= 2:
+            _write_comparison(run, labels, suite_obj)
+            if kl:
+                _write_kl(run, labels, models, loaded, suite_obj, kl_prompts, device, failures)
+        from evals.report import write_report
+
+        write_report(run)
+        if console is not False and labels:
+            from evals.report import print_summary
+
+            print_summary(run, console)
+    except BaseException as err:  # keep what was written; the manifest says how the run ended
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        run.finish(status, error=f"{type(err).__name__}: {err}".splitlines()[0])
+        raise
+    finally:
+        suite_obj.cleanup()
+    if failures:
+        run.finish("failed", error="; ".join(failures))
+        raise HarnessError(f"{failures[0]}" + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else "")
+                           + f"; finished results are kept in {run.path}")
+    shutil.rmtree(run.path / "cache", ignore_errors=True)
+    run.finish("complete", metrics=_headline(run))
+    return run
+
+
+def open_run(runs_dir, name: str | None, config: dict, command) -> Run:
+    """A new eval run, or the unfinished run called `name` (resume)."""
+    store = RunStore(runs_dir)
+    if name is not None and (store.root / name).is_dir():
+        run = store.open(name)
+        if run.manifest.get("kind") != "eval":
+            raise RunError(f"run {name!r} is a {run.manifest.get('kind')} run, not an eval; pick another --name")
+        if run.status == "complete":
+            raise RunError(f"eval run {name!r} is already complete in {store.root}; pick another --name")
+        if run.manifest.get("config", {}).get("suite") != config["suite"]:
+            raise RunError(f"run {name!r} evaluated suite {run.manifest['config'].get('suite')!r}, not "
+                           f"{config['suite']!r}; pick another --name")
+        run.manifest.update(status="running", error=None, resumed=run.manifest.get("resumed", 0) + 1)
+        run.save_manifest()
+        return run
+    return store.create("eval", name=name, command=command, config=config)
+
+
+def _describe(source) -> str:
+    if isinstance(source, (str, Path)):
+        return str(source)
+    identity = getattr(source, "identity", None) or {}
+    return str(identity.get("name") or type(source).__name__)
+
+
+# -- one model ----------------------------------------------------------------------------------
+def _evaluate_model(run, label, source, suite, task_manager, loaded, failures, batch_size, device, console):
+    todo = [t for t in suite.tasks if not _task_done(run, label, t.name)]
+    if not todo:
+        _say(console, f"{label}: all {len(suite.tasks)} tasks already done, skipping")
+        return
+    try:
+        model = loaded.get(label) or _load(label, source, device)
+    except HarnessError as err:
+        failures.append(str(err))
+        _say(console, f"[red]{err}[/]")
+        return
+    loaded[label] = model
+    if label not in run.manifest.get("models", {}):
+        run.add_model(label, _identity(model, source))
+    from evals.lm_adapter import HookedLMEval
+
+    lm = HookedLMEval(model, batch_size=batch_size)
+    for task in todo:
+        start = time.perf_counter()
+        try:
+            result = _run_task(lm, model, task, task_manager, run.path / "cache" / label)
+        except HarnessError as err:
+            failures.append(f"{label}/{task.name}: {err}")
+            _say(console, f"[red]{label}/{task.name}: {err}[/]")
+            continue
+        _write_task(run, label, task, result, chat=_use_chat(model, task))
+        run.record_timing(f"eval/{label}/{task.name}", time.perf_counter() - start)
+        _say(console, f"{label}/{task.name}: done in {time.perf_counter() - start:.1f}s")
+
+
+def _load(label: str, source, device: str):
+    if hasattr(source, "cfg") and hasattr(source, "tokenizer"):
+        return source
+    import harness
+
+    try:
+        return harness.load(source, device=device)
+    except HarnessError as err:
+        raise HarnessError(f"model {label!r} failed to load: {err}") from None
+    except Exception as err:  # any loader failure is reported as bad input, never a traceback
+        first = (str(err).splitlines() or [""])[0]
+        raise HarnessError(f"model {label!r} failed to load from {source!r}: {type(err).__name__}: {first}") from None
+
+
+def _identity(model, source) -> dict:
+    identity = dict(getattr(model, "identity", {}) or {})
+    if not identity.get("weights_sha256"):
+        from harness.loading import weights_fingerprint
+
+        identity["weights_sha256"] = weights_fingerprint(model)
+    identity.setdefault("source", str(source) if isinstance(source, (str, Path)) else "in-memory")
+    return identity
+
+
+def _use_chat(model, task: TaskSpec) -> bool:
+    return task.chat and bool(getattr(model.tokenizer, "chat_template", None))
+
+
+def _run_task(lm, model, task: TaskSpec, task_manager, cache_prefix: Path) -> dict:
+    from lm_eval import simple_evaluate
+
+    cache_prefix.parent.mkdir(parents=True, exist_ok=True)
+    chat = _use_chat(model, task)
+    try:
+        out = simple_evaluate(model=lm, tasks=[task.name], task_manager=task_manager, limit=task.limit,
+                              log_samples=True, apply_chat_template=chat, bootstrap_iters=1000,
+                              use_cache=str(cache_prefix), verbosity="ERROR")
+    except HarnessError:
+        raise
+    except Exception as err:
+        first = (str(err).splitlines() or [""])[0][:300]
+        hint = ""
+        if any(h in f"{type(err).__name__} {first}".lower() for h in OFFLINE_HINTS):
+            hint = "; its data is not reachable (lm-eval built-in tasks need a network or a local HF datasets cache)"
+        raise HarnessError(f"task {task.name!r} failed: {type(err).__name__}: {first}{hint}") from None
+    if out is None or task.name not in out.get("results", {}):
+        raise HarnessError(f"task {task.name!r} produced no results (is it a group? list its subtasks instead)")
+    return out
+
+
+def _write_task(run: Run, label: str, task: TaskSpec, out: dict, chat: bool) -> None:
+    name = task.name
+    items = []
+    for s in out["samples"][name]:
+        metric_names = s.get("metrics") or []
+        items.append({"doc_id": s["doc_id"], "doc": s["doc"], "target": s.get("target"),
+                      "inputs": s.get("arguments"), "outputs": s.get("filtered_resps"), "raw_outputs": s.get("resps"),
+                      "metrics": {m: s[m] for m in metric_names if m in s}})
+    summary = {key: {name: out[key][name]} for key in RESULT_KEYS if isinstance(out.get(key), dict) and name in out[key]}
+    summary.update(chat_template_applied=chat, limit=task.limit)
+    # samples first: a task counts as done only once its summary exists.
+    run.write_jsonl(f"samples/{label}/{name}.jsonl", items)
+    run.write_json(f"tasks/{label}/{name}.json", summary)
+
+
+def _task_done(run: Run, label: str, task: str) -> bool:
+    return (run.path / f"tasks/{label}/{task}.json").is_file() and (run.path / f"samples/{label}/{task}.jsonl").is_file()
+
+
+def _has_any_results(run: Run, label: str, suite: Suite) -> bool:
+    return any(_task_done(run, label, t.name) for t in suite.tasks)
+
+
+def _merge_results(run: Run, label: str, suite: Suite) -> None:
+    merged: dict = {key: {} for key in RESULT_KEYS}
+    for task in suite.tasks:
+        if _task_done(run, label, task.name):
+            part = run.read_json(f"tasks/{label}/{task.name}.json")
+            for key in RESULT_KEYS:
+                merged[key].update(part.get(key, {}))
+    merged["config"] = {"model": "harness", "model_name": label, **run.manifest.get("models", {}).get(label, {})}
+    run.write_json(f"results/{label}.json", merged)
+
+
+# -- comparison and KL --------------------------------------------------------------------------
+def load_items(run: Run, label: str, task: str) -> list[dict]:
+    return run.read_jsonl(f"samples/{label}/{task}.jsonl")
+
+
+def _write_comparison(run: Run, labels: list[str], suite: Suite) -> None:
+    from evals.compare import compare_items
+
+    base = labels[0]
+    rows = []
+    for task in suite.tasks:
+        if not _task_done(run, base, task.name):
+            continue
+        base_items = load_items(run, base, task.name)
+        hib = run.read_json(f"tasks/{base}/{task.name}.json").get("higher_is_better", {}).get(task.name, {})
+        metrics = list(dict.fromkeys(m for it in base_items for m in it["metrics"]))
+        for other in labels[1:]:
+            if not _task_done(run, other, task.name):
+                continue
+            other_items = load_items(run, other, task.name)
+            for metric in metrics:
+                result = compare_items(task.name, metric, base, other, base_items, other_items, hib.get(metric))
+                if result is not None:
+                    rows.append(result.to_dict())
+    run.write_json("comparison.json", {"baseline": base, "rows": rows})
+
+
+def _write_kl(run, labels, models, loaded, suite, kl_prompts, device, failures) -> None:
+    if run.path.joinpath("kl.json").is_file():
+        return
+    from evals.compare import next_token_kl, same_tokenizer
+
+    base = labels[0]
+    summary, rows = {}, []
+    for other in labels[1:]:
+        try:
+            p = loaded.get(base) or _load(base, models[base], device)
+            q = loaded.get(other) or _load(other, models[other], device)
+        except HarnessError as err:
+            failures.append(str(err))
+            continue
+        loaded[base], loaded[other] = p, q
+        pair = f"{other}||{base}"
+        if not same_tokenizer(p.tokenizer, q.tokenizer):
+            summary[pair] = {"skipped": "different tokenizers"}
+            continue
+        per_task = {}
+        for task in suite.tasks:
+            if not _task_done(run, base, task.name):
+                continue
+            prompts = _prompts(load_items(run, base, task.name), kl_prompts)
+            if not prompts:
+                continue
+            # KL(aligned || base): how far the compared model's next-token choices moved from the base.
+            values = next_token_kl(q, p, [text for _, text in prompts])
+            per_task[task.name] = sum(values) / len(values)
+            rows += [{"pair": pair, "task": task.name, "doc_id": d, "kl": v} for (d, _), v in zip(prompts, values)]
+        all_values = [r["kl"] for r in rows if r["pair"] == pair]
+        summary[pair] = {"tasks": per_task, "mean": sum(all_values) / len(all_values) if all_values else None,
+                         "n_prompts": len(all_values), "direction": f"KL({other} || {base}), nats"}
+    run.write_jsonl("kl.jsonl", rows)
+    run.write_json("kl.json", summary)
+
+
+def _prompts(items: list[dict], limit: int) -> list[tuple[int, str]]:
+    """(doc_id, prompt) for the first distinct prompts of a task; rolling-perplexity tasks have none."""
+    seen, out = set(), []
+    for it in items:
+        args = it.get("inputs") or []
+        first = args[0] if args else None
+        if not isinstance(first, (list, tuple)) or len(first) < 2 or not isinstance(first[0], str) or not first[0]:
+            continue
+        if first[0] not in seen:
+            seen.add(first[0])
+            out.append((it["doc_id"], first[0]))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _headline(run: Run) -> dict:
+    """Manifest metrics: each model's first metric per task."""
+    out = {}
+    for path in sorted((run.path / "results").glob("*.json")):
+        results = run.read_json(f"results/{path.name}").get("results", {})
+        for task, values in results.items():
+            for key, value in values.items():
+                if isinstance(value, (int, float)) and "stderr" not in key:
+                    out[f"{path.stem}/{task}/{key.split(',')[0]}"] = value
+    return out
+
+
+def _say(console, text: str) -> None:
+    if console is False:
+        return
+    if console is None:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+    console.print(text)
