@@ -1,0 +1,67 @@
+"""SAELens training configs by architecture name, with the arguments each one needs.
+
+    sae_config("topk", d_in=576, d_sae=4608, k=32)
+    sae_config("standard", d_in=64, d_sae=256, sparsity=5.0)     # sparsity = l1_coefficient
+    sae_config("jumprelu", d_in=64, d_sae=256, sparsity=1.0)     # sparsity = l0_coefficient
+
+`k` is the L0 target of the top-k family (and the iteration cap of matching pursuit);
+`sparsity` is the penalty coefficient of the penalised ones. Anything else goes to the config
+class as is (`extra`), after checking it names a real field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from harness.errors import ConfigError
+
+ARCHITECTURES = ("standard", "gated", "topk", "abstopk", "jumprelu", "batchtopk", "matryoshka_batchtopk",
+                 "matching_pursuit")
+TOPK_FAMILY = ("topk", "abstopk", "batchtopk", "matryoshka_batchtopk")
+PENALISED = {"standard": "l1_coefficient", "gated": "l1_coefficient", "jumprelu": "l0_coefficient"}
+DEFAULT_K = 32
+DEFAULT_SPARSITY = {"standard": 5.0, "gated": 5.0, "jumprelu": 1.0}
+
+
+def config_class(arch: str):
+    from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
+
+    import sae_lens  # noqa: F401  (registers the built-in architectures)
+
+    if arch not in ARCHITECTURES or arch not in SAE_TRAINING_CLASS_REGISTRY:
+        raise ConfigError(f"unknown SAE architecture {arch!r}; use one of {', '.join(ARCHITECTURES)}")
+    return SAE_TRAINING_CLASS_REGISTRY[arch][1]
+
+
+def sae_config(arch: str, d_in: int, d_sae: int, *, k: int | None = None, sparsity: float | None = None,
+               normalize: str = "none", extra: dict | None = None, device: str = "cpu"):
+    """A SAELens TrainingSAEConfig for `arch` (see the module docstring)."""
+    cls = config_class(arch)
+    if d_in < 1 or d_sae < 1:
+        raise ConfigError(f"d_in ({d_in}) and d_sae ({d_sae}) must be positive")
+    kwargs: dict = dict(d_in=d_in, d_sae=d_sae, normalize_activations=normalize, device=device)
+    if arch in TOPK_FAMILY or arch == "matching_pursuit":
+        k = DEFAULT_K if k is None else int(k)
+        if not 0 < k <= d_sae:
+            raise ConfigError(f"k ({k}) must be between 1 and d_sae ({d_sae})")
+        kwargs["max_iterations" if arch == "matching_pursuit" else "k"] = k
+    elif k is not None:
+        raise ConfigError(f"{arch} SAEs have no k; set their L1/L0 penalty with sparsity= (--sparsity) instead")
+    if arch in PENALISED:
+        kwargs[PENALISED[arch]] = DEFAULT_SPARSITY[arch] if sparsity is None else float(sparsity)
+    elif sparsity is not None:
+        raise ConfigError(f"{arch} SAEs take k, not a sparsity penalty")
+    if arch == "matryoshka_batchtopk":
+        # Nested prefixes of the dictionary, each trained to reconstruct on its own.
+        kwargs["matryoshka_widths"] = sorted({max(1, d_sae // 8), max(1, d_sae // 4), max(1, d_sae // 2), d_sae})
+    if arch == "matching_pursuit":
+        kwargs["decoder_init_norm"] = 1.0  # required by SAELens for this architecture
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in extra or {}:
+        if key not in fields:
+            raise ConfigError(f"{arch} SAE config has no field {key!r}; fields: {', '.join(sorted(fields))}")
+    kwargs.update(extra or {})
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad {arch} SAE config: {str(e).splitlines()[0]}") from None
