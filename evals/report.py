@@ -69,7 +69,7 @@ def build_report_html(run: Run) -> str:
              f"{html.escape(', '.join(run.manifest.get('models', {})))}; status: {html.escape(str(run.status))}</p>",
              _table_html(comp.get("rows", []))]
     for n, fig in enumerate(figures):
-        parts.append(fig.to_html(full_html=False, include_plotlyjs="cdn" if n == 0 else False))
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(n == 0)))
     return "<!doctype html><html><head><meta charset='utf-8'><title>eval report</title></head><body>" + "\n".join(parts) + "</body></html>"
 
 

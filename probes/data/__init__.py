@@ -1,0 +1,1 @@
+"""Prompt data shipped with the probes (JSONL)."""
