@@ -1,4 +1,4 @@
-"""`harness demo`: the end-to-end job - load each model, generate greedily from a few prompts,
+"""`harness look` (also the last stage of `harness demo`): load each model, generate greedily from a few prompts,
 cache the residual stream and a layer-0 attention pattern, and write everything to one run:
 
     activations/<model>.safetensors   prompt{j}/tokens, prompt{j}/blocks.{i}.hook_resid_post [pos, d_model],
@@ -34,7 +34,7 @@ N_CACHE_PROMPTS = 2  # activations are cached for the first two prompts: enough 
 # -- CLI -----------------------------------------------------------------------------------
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="load the zoo models, generate, cache activations, write a run",
+    p = subparsers.add_parser("look", help="load the zoo models, generate, cache activations, write a run",
                               description="Load each model, generate greedily from a few prompts, cache "
                               "residual-stream activations and write everything to one run folder.")
     p.add_argument("--runs", metavar="DIR", help="runs folder (default: $INTERP_HARNESS_RUNS or ./runs)")

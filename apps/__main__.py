@@ -1,0 +1,7 @@
+"""`python -m apps` runs the `harness` command line."""
+
+import sys
+
+from apps.cli import main
+
+sys.exit(main())

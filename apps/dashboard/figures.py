@@ -1,0 +1,64 @@
+"""Plotly figures the producers do not provide: eval scores and paired differences with CIs, the
+top-token logit lens, and the demo run's residual norms."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+
+
+def scores_figure(per_model: dict[str, list[dict]]) -> go.Figure:
+    """Grouped bars: every task/metric, one bar per model, 95% CI whiskers where lm-eval gave a stderr."""
+    fig = go.Figure()
+    for i, (label, rows) in enumerate(per_model.items()):
+        x = [f"{r['task'].removeprefix('harness_')} · {r['metric']}" for r in rows]
+        y = [r["value"] for r in rows]
+        err = dict(type="data", symmetric=False, visible=True,
+                   array=[(r["ci_high"] - r["value"]) if r["ci_high"] is not None else 0 for r in rows],
+                   arrayminus=[(r["value"] - r["ci_low"]) if r["ci_low"] is not None else 0 for r in rows])
+        fig.add_trace(go.Bar(name=label, x=x, y=y, error_y=err, marker_color=COLOURS[i % len(COLOURS)]))
+    fig.update_layout(title="Scores per task (95% CI from lm-eval's standard error)", barmode="group",
+                      yaxis_title="score", template="plotly_white", legend_title="model")
+    return fig
+
+
+def diff_figure(rows: list[dict]) -> go.Figure:
+    """Paired differences (other - base) with their bootstrap 95% CIs, one row per task/metric."""
+    labels = [f"{r['task'].removeprefix('harness_')} · {r['metric']}" for r in rows]
+    colours = ["#2ca02c" if (r["ci_low"] > 0 or r["ci_high"] < 0) else "#555" for r in rows]
+    fig = go.Figure(go.Scatter(
+        x=[r["diff"] for r in rows], y=labels, mode="markers", marker=dict(size=10, color=colours),
+        error_x=dict(type="data", symmetric=False, array=[r["ci_high"] - r["diff"] for r in rows],
+                     arrayminus=[r["diff"] - r["ci_low"] for r in rows]),
+        customdata=[[r["p_value"], r["test"], r["n_units"]] for r in rows],
+        hovertemplate="%{y}: %{x:.3g}<br>p=%{customdata[0]:.3g} (%{customdata[1]}), n=%{customdata[2]}<extra></extra>"))
+    fig.add_vline(x=0, line_dash="dot")
+    other, base = (rows[0]["other"], rows[0]["base"]) if rows else ("other", "base")
+    fig.update_layout(title=f"{other} - {base}: paired difference, bootstrap 95% CI (green: CI excludes 0)",
+                      height=160 + 32 * len(rows), yaxis=dict(autorange="reversed"), template="plotly_white",
+                      xaxis_title="difference")
+    return fig
+
+
+def lens_figure(probs, top_tokens, str_tokens, row_labels, title: str) -> go.Figure:
+    """Heatmap over (layer, position): probability of each layer's top token, token text on the cells."""
+    x = [f"{i}:{t}" for i, t in enumerate(str_tokens)]
+    fig = go.Figure(go.Heatmap(z=probs, x=x, y=row_labels, text=top_tokens, texttemplate="%{text}",
+                               colorscale="Blues", zmin=0, zmax=1, colorbar=dict(title="p(top)"),
+                               hovertemplate="%{y}, %{x}<br>top: %{text} (p=%{z:.3f})<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="position", yaxis_title="layer", template="plotly_white",
+                      height=max(320, 26 * len(row_labels) + 140), yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def demo_norms_figure(metrics: dict) -> go.Figure:
+    """A demo run's residual-stream norm by layer, one line per model (from its metrics.json)."""
+    fig = go.Figure()
+    for name, m in metrics.items():
+        norms = m.get("resid_norm_by_layer") or []
+        fig.add_trace(go.Scatter(x=list(range(len(norms))), y=norms, mode="lines+markers", name=name))
+    fig.update_layout(title="Residual-stream norm by layer (mean over positions after BOS)",
+                      xaxis_title="layer (blocks.{i}.hook_resid_post)", yaxis_title="mean L2 norm",
+                      template="plotly_white")
+    return fig

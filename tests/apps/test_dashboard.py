@@ -1,0 +1,229 @@
+"""The dashboard's pages, run headless with streamlit.testing.v1.AppTest against runs made by
+the harness's own producers on tiny models (tests/apps/fixtures.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.apps.fixtures import make_fixtures
+
+DASH = Path(__file__).resolve().parents[2] / "apps" / "dashboard"
+TIMEOUT = 180  # a page's first run loads a model; the machine is shared
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory):
+    return make_fixtures(tmp_path_factory.mktemp("dashboard"))
+
+
+@pytest.fixture(autouse=True)
+def runs_env(request, monkeypatch):
+    """Tests that use the fixture runs see them as the runs folder."""
+    if "fx" in request.fixturenames:
+        monkeypatch.setenv("INTERP_HARNESS_RUNS", str(request.getfixturevalue("fx").runs))
+
+
+def page(name: str, **query) -> AppTest:
+    at = AppTest.from_file(str(DASH / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
+    for key, value in query.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def charts(at: AppTest) -> list:
+    return at.get("plotly_chart")
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join(str(e.value) for kind in ("markdown", "caption", "info", "warning", "error")
+                     for e in at.get(kind))
+
+
+def test_app_navigates_every_page(fx):
+    at = AppTest.from_file(str(DASH / "app.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception and at.title[0].value == "Runs"
+    for name, title in [("evaluation", "Evaluation"), ("features", "Features"), ("circuits", "Circuits"),
+                        ("model_diff", "Model diff"), ("activations", "Activations")]:
+        at.switch_page(f"pages/{name}.py").run()
+        assert not at.exception, (name, [e.message for e in at.exception])
+        assert at.title[0].value == title
+
+
+def test_runs_page_lists_runs_and_shows_a_corrupt_manifest_on_its_card(fx):
+    at = page("runs")
+    assert not at.exception
+    body = texts(at)
+    for name in ("demo-tiny", "eval-tiny", "sae-tiny", "circuits-heads", "circuits-patch", "diff-tiny"):
+        assert name in body
+    assert len(at.error) == 1 and "broken-run" in at.error[0].value and "unreadable manifest.json" in at.error[0].value
+    at.multiselect(key="filter_kinds").set_value(["eval"]).run()
+    body = texts(at)
+    assert "eval-tiny" in body and "demo-tiny" not in body and "broken-run" in body
+    at.multiselect(key="filter_kinds").set_value(["circuits", "demo", "diff", "eval", "sae"]).run()
+    at.selectbox(key="open_select").set_value("demo-tiny").run()
+    assert not at.exception and len(charts(at)) == 1  # the demo's residual-norm figure
+    assert any("generations.jsonl" in str(df.value) for df in at.dataframe)
+
+
+def test_runs_page_opens_a_run_in_its_page(fx):
+    at = AppTest.from_file(str(DASH / "app.py"), default_timeout=TIMEOUT).run()
+    at.selectbox(key="open_select").set_value("eval-tiny").run()
+    at.button(key="open_page").click().run()
+    assert not at.exception and at.title[0].value == "Evaluation"
+    assert at.selectbox(key="pick_eval").value == "eval-tiny"
+
+
+def test_runs_page_without_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERP_HARNESS_RUNS", str(tmp_path / "none"))
+    at = page("runs")
+    assert not at.exception and "No runs in" in at.info[0].value
+
+
+def test_evaluation_page(fx):
+    at = ok(page("evaluation"))
+    figs = charts(at)
+    assert len(figs) == 2  # scores with CIs, paired differences with CIs
+    assert "error_y" in figs[0].proto.spec and "error_x" in figs[1].proto.spec
+    assert at.selectbox(key="eval_task").options == ["harness_knowledge", "harness_sycophancy"]
+    changed = [df for df in at.dataframe if "base answer" in df.value.columns]
+    assert changed, "the changed items table is missing"
+    assert "items differ between" in texts(at)
+    # side by side: one bordered column per model with its answer
+    assert {"**base**", "**aligned**"} <= {m.value for m in at.markdown}
+    at.selectbox(key="eval_task").set_value("harness_sycophancy").run()
+    ok(at)
+
+
+def test_pages_without_runs_of_their_kind_say_how_to_make_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERP_HARNESS_RUNS", str(tmp_path / "empty"))
+    for name, command in [("evaluation", "harness eval"), ("features", "harness sae"), ("circuits", "harness circuits"),
+                          ("model_diff", "write_diff")]:
+        at = page(name)
+        assert not at.exception
+        assert any(command in i.value for i in at.info), (name, [i.value for i in at.info])
+
+
+def test_activations_page(fx):
+    at = page("activations")
+    assert not at.exception and "Choose a model" in at.info[0].value
+    at = ok(page("activations", model=str(fx.base)))
+    assert len(charts(at)) == 2  # logit lens, attention pattern
+    assert any("class='tokens'" in m.value for m in at.markdown)
+    assert at.selectbox(key="act_sae").value == "sae-tiny"  # the SAE trained on this model
+    assert any("Top SAE features per token" in m.value for m in at.markdown)
+    at.selectbox(key="act_value").set_value("one dimension").run()
+    at.selectbox(key="act_layer").set_value(1)
+    at.selectbox(key="act_head").set_value(3).run()
+    ok(at)
+    at.checkbox(key="act_pair").check().run()
+    at.selectbox(key="act_model_b").set_value(str(fx.aligned)).run()
+    ok(at)
+    assert len(at.tabs) == 2 and len(charts(at)) == 4
+
+
+def test_activations_page_rejects_a_prompt_longer_than_the_context(fx):
+    at = page("activations", model=str(fx.base))
+    at.text_area(key="act_prompt").set_value("the capital " * 200).run()
+    assert not at.exception and not charts(at)
+    assert "context is 256 tokens" in at.error[0].value and "shorten it" in at.error[0].value
+
+
+def test_activations_page_reports_a_model_that_does_not_load(fx, tmp_path):
+    at = page("activations", model=str(tmp_path / "no-such-model"))
+    assert not at.exception and "could not load model" in at.error[0].value
+
+
+def test_features_page_shows_the_stored_analysis(fx):
+    at = ok(page("features"))
+    assert len(charts(at)) == 3  # density, activation histogram, logit effects of the chosen feature
+    assert "Analysed features (6" in " ".join(h.value for h in at.subheader)
+    assert any("context " in m.value and "class='tokens'" in m.value for m in at.markdown)
+    last = json.loads((fx.runs / "sae-tiny" / "features.json").read_text())["features"][-1]["feature"]
+    at.selectbox(key="feat_stored_id").set_value(last).run()
+    ok(at)
+    assert f"Feature {last}: logit effects" in charts(at)[2].proto.spec
+    at.text_input(key="feat_stored_search").set_value("zzzz-not-a-token").run()
+    assert "0 analysed features" in texts(at)
+
+
+def test_features_page_browses_any_feature_live(fx):
+    at = page("features")
+    at.toggle(key="feat_live").set_value(True).run()
+    ok(at)
+    assert len(charts(at)) == 5  # + the live activation histogram and logit effects
+    at.text_input(key="feat_search").set_value(" the").run()
+    ok(at)
+    assert any("feature" in df.value.columns for df in at.dataframe)
+    at.number_input(key="feat_id").set_value(3).run()
+    ok(at)
+
+
+def test_circuits_page(fx):
+    at = ok(page("circuits"))
+    assert len(charts(at)) == 1  # the newest circuit run: the patching sweep's heatmap
+    at.selectbox(key="pick_circuits").set_value("circuits-heads").run()
+    ok(at)
+    assert len(charts(at)) == 3  # one heatmap per head detector, as `harness circuits heads` drew them
+    assert "top induction" in texts(at)
+    at = ok(page("circuits", model=str(fx.base)))
+    assert len(charts(at)) == 2  # + the live head-detector heatmap
+    at.radio(key="circ_detector").set_value("induction").run()
+    ok(at)
+
+
+def test_model_diff_page(fx):
+    at = ok(page("model_diff"))
+    assert "Choose two models" in at.info[0].value
+    assert len(charts(at)) == 2  # the diff run: per-layer metrics, KL per prompt and position
+    assert "Promoted by the aligned model" in texts(at)
+    at.select_slider(key="diffrun_layer").set_value(0).run()
+    ok(at)
+    at = ok(page("model_diff", model_a=str(fx.base), model_b=str(fx.aligned)))
+    assert len(charts(at)) == 4  # + live per-layer divergence and per-token KL
+    assert "Neither model has mixture-of-experts layers" in texts(at)
+
+
+def test_harness_app_serves_on_localhost_unless_told(monkeypatch, tmp_path):
+    import subprocess
+
+    from apps.cli import main
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    assert main(["app", "--runs", str(tmp_path)]) == 0
+    cmd, env = calls[-1]
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("apps/dashboard/app.py")
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1" and cmd[cmd.index("--server.port") + 1] == "8501"
+    assert env["INTERP_HARNESS_RUNS"] == str(tmp_path.resolve())
+    assert main(["app", "--host", "0.0.0.0", "--port", "8600"]) == 0
+    cmd, _ = calls[-1]
+    assert cmd[cmd.index("--server.address") + 1] == "0.0.0.0" and cmd[cmd.index("--server.port") + 1] == "8600"
+
+
+def test_harness_app_rejects_a_missing_runs_folder(tmp_path, capsys):
+    from apps.cli import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(["app", "--runs", str(tmp_path / "missing")])
+    assert exit.value.code == 2 and "no such folder" in capsys.readouterr().err
+
+
+def test_model_diff_page_shows_expert_utilisation_for_moe_models(tmp_path, monkeypatch):
+    from tests.apps.fixtures import save_moe_model
+
+    monkeypatch.setenv("INTERP_HARNESS_RUNS", str(tmp_path / "runs"))
+    a, b = save_moe_model(tmp_path / "moe-a", 0), save_moe_model(tmp_path / "moe-b", 1)
+    at = ok(page("model_diff", model_a=str(a), model_b=str(b)))
+    figs = charts(at)
+    assert len(figs) == 4  # divergence, per-token KL, one expert-usage heatmap per model
+    assert "Expert fractions" in figs[2].proto.spec
