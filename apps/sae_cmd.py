@@ -1,0 +1,192 @@
+"""`harness sae`: train, evaluate and inspect sparse autoencoders (SAELens underneath).
+
+    harness sae train --model smollm2-135m-instruct --hook blocks.9.hook_resid_post --arch topk \
+        --d-sae 4608 --k 32 --tokens 1M --corpus stdlib-docs --out smollm-sae
+    harness sae train --from-cache smollm-cache --hook blocks.9.hook_resid_post --arch topk \
+        --d-sae 4608 --k 32 --tokens 1M --out smollm-sae --eval-model smollm2-135m-instruct
+    harness sae eval --sae smollm-sae --model smollm2-135m-instruct --tokens 8k
+    harness sae features --sae smollm-sae --model smollm2-135m-instruct --features 20
+
+Results go into the SAE's run folder: sae/ (SAELens format), train_log.jsonl, eval.json,
+features.json.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from apps.cache_cmd import _tokens, out_folder
+
+ARCHS = ("standard", "gated", "topk", "abstopk", "jumprelu", "batchtopk", "matryoshka_batchtopk", "matching_pursuit")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("sae", help="train and evaluate sparse autoencoders",
+                              description="Train, evaluate and inspect sparse autoencoders (SAELens).")
+    sub = p.add_subparsers(dest="sae_command", metavar="ACTION", required=True, parser_class=type(p))
+    _register_train(sub)
+    _register_eval(sub)
+    _register_features(sub)
+
+
+def _common(p, model_required: bool) -> None:
+    p.add_argument("--model", required=model_required, help="zoo name, model folder, .gguf file or HF id")
+    p.add_argument("--runs", metavar="DIR", help="runs folder (default: $INTERP_HARNESS_RUNS or ./runs)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--model-dtype", default="float32", help="dtype to run the model in: float32, bfloat16, float16")
+    p.add_argument("--context-length", type=int, default=128)
+
+
+def _register_train(sub) -> None:
+    p = sub.add_parser("train", help="train an SAE on one hook", description="Train an SAE on one hook.")
+    _common(p, model_required=False)
+    p.add_argument("--hook", required=True, help="hook name, e.g. blocks.9.hook_resid_post")
+    p.add_argument("--arch", default="topk", choices=ARCHS)
+    p.add_argument("--d-sae", type=int, required=True, help="number of features")
+    p.add_argument("--k", type=int, default=None, 
+                   help="active features per token (top-k family; matching pursuit's cap)")
+    p.add_argument("--sparsity", type=float, default=None, help="L1 (standard, gated) or L0 (jumprelu) coefficient")
+    p.add_argument("--tokens", type=_tokens, required=True, help="training tokens (1M, 500k, 2e6 ok)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--corpus", help="train on the fly over this corpus: 'stdlib-docs', a file or folder, "
+                                      "hf:OWNER/NAME")
+    src.add_argument("--from-cache", metavar="CACHE", help="train from a `harness cache` run (name or folder)")
+    p.add_argument("--out", metavar="RUN", help="run name (under --runs) or folder path")
+    p.add_argument("--batch-tokens", type=int, default=4096)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr-warm-up-steps", type=int, default=0)
+    p.add_argument("--skip-positions", type=int, default=0,
+                   help="leave the first N positions of each context out (attention-sink outliers)")
+    p.add_argument("--max-norm", type=float, default=None,
+                   help="leave out cached activations with a larger L2 norm (massive attention-sink activations)")
+    p.add_argument("--autocast", action="store_true",
+                   help="train the SAE under bfloat16 autocast (faster on CPUs with bf16)")
+    p.add_argument("--log-every", type=int, default=50, help="print loss, L0 and explained variance every N steps")
+    p.add_argument("--eval-tokens", type=_tokens, default=0,
+                   help="after training, evaluate on this many held-out tokens")
+    p.add_argument("--eval-model", help="model for that evaluation when training from a cache (default --model)")
+    p.set_defaults(func=cmd_train)
+
+
+def _register_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate an SAE on held-out text",
+                       description="L0, explained variance, MSE, dead/dense fractions, CE loss recovered and KL.")
+    _common(p, model_required=True)
+    p.add_argument("--sae", required=True, help="SAE run (name or folder) or a SAELens SAE folder")
+    p.add_argument("--hook", help="default: the hook recorded in the SAE")
+    p.add_argument("--corpus", default="stdlib-docs")
+    p.add_argument("--tokens", type=_tokens, default=8192)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=cmd_eval)
+
+
+def _register_features(sub) -> None:
+    p = sub.add_parser("features", help="top contexts, histograms and logit effects of SAE features",
+                       description="Analyse SAE features and store them in the SAE's run for the dashboard.")
+    _common(p, model_required=True)
+    p.add_argument("--sae", required=True, help="SAE run (name or folder)")
+    p.add_argument("--hook", help="default: the hook recorded in the SAE")
+    p.add_argument("--corpus", default="stdlib-docs")
+    p.add_argument("--tokens", type=_tokens, default=20_000)
+    p.add_argument("--features", default="10", help="N (the N most active) or a comma-separated list of indices")
+    p.add_argument("--top-k", type=int, default=8, help="top contexts per feature")
+    p.set_defaults(func=cmd_features)
+
+
+def _command() -> str:
+    return " ".join(shlex.quote(a) for a in ["harness"] + sys.argv[1:])
+
+
+def _load(args, name=None):
+    import harness
+    from harness.caching.writer import parse_dtype
+
+    return harness.load(name or args.model, device=args.device, dtype=parse_dtype(args.model_dtype))
+
+
+def cmd_train(args) -> int:
+    from harness.errors import ConfigError
+    from probes.sae import evaluate_sae, train_sae
+
+    if args.corpus and not args.model:
+        raise ConfigError("--corpus trains on the fly and needs --model; or give --from-cache CACHE instead")
+    cache = out_folder(args.from_cache, args.runs) if args.from_cache else None
+    if cache is not None:
+        from harness.caching import CachedActivations
+
+        cache = CachedActivations(cache)  # fail on a bad cache before anything slow
+    model = _load(args) if args.model else None
+    result = train_sae(model, args.hook, arch=args.arch, d_sae=args.d_sae, k=args.k, sparsity=args.sparsity,
+                       tokens=args.tokens, corpus=args.corpus, cache=cache, out=args.out, runs=args.runs,
+                       batch_tokens=args.batch_tokens, lr=args.lr, context_length=args.context_length,
+                       seed=args.seed, lr_warm_up_steps=args.lr_warm_up_steps, autocast=args.autocast,
+                       skip_positions=args.skip_positions, max_norm=args.max_norm,
+                       log_every=args.log_every, command=_command())
+    print(f"SAE saved to {result.path}")
+    if args.eval_tokens:
+        eval_model = model if model is not None and not args.eval_model else None
+        if eval_model is None:
+            if not (args.eval_model or args.model):
+                raise ConfigError("--eval-tokens after training from a cache needs --eval-model (or --model)")
+            eval_model = _load(args, args.eval_model)
+        ev = evaluate_sae(result.sae, eval_model, args.hook, n_tokens=args.eval_tokens,
+                          context_length=args.context_length, progress=True)
+        ev.write(result.run)
+        _print_metrics(ev.metrics)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from probes.sae import evaluate_sae, load_sae
+
+    sae = load_sae(_sae_path(args))
+    model = _load(args)
+    ev = evaluate_sae(sae, model, args.hook, corpus=args.corpus, n_tokens=args.tokens,
+                      context_length=args.context_length, batch_size=args.batch_size, progress=True)
+    run = _sae_run(args)
+    if run is not None:
+        ev.write(run)
+    _print_metrics(ev.metrics)
+    return 0
+
+
+def cmd_features(args) -> int:
+    from probes.sae import analyze_features, load_sae
+
+    sae = load_sae(_sae_path(args))
+    model = _load(args)
+    features = int(args.features) if args.features.isdigit() else [int(f) for f in args.features.split(",") if f]
+    report = analyze_features(sae, model, args.hook, corpus=args.corpus, n_tokens=args.tokens,
+                              context_length=args.context_length, features=features, top_k=args.top_k)
+    run = _sae_run(args)
+    if run is not None:
+        report.write(run)
+    for row in report.features:
+        up = ", ".join(repr(t) for t, _ in row["logits"]["promoted"][:5])
+        print(f"feature {row['feature']}: density {row['density']:.4f}  promotes {up}")
+    return 0
+
+
+def _sae_path(args):
+    from pathlib import Path
+
+    p = Path(args.sae).expanduser()
+    return p if p.exists() else out_folder(args.sae, args.runs)
+
+
+def _sae_run(args):
+    """The SAE's run, when the SAE lives in one (results are stored there), else None."""
+    from harness.runs import MANIFEST, RunStore
+
+    path = _sae_path(args)
+    folder = path if (path / MANIFEST).exists() else path.parent
+    if not (folder / MANIFEST).exists():
+        return None
+    return RunStore(folder.parent).open(folder)
+
+
+def _print_metrics(metrics: dict) -> None:
+    for key, value in metrics.items():
+        print(f"{key:>20}: {value:.4f}" if isinstance(value, float) else f"{key:>20}: {value}")
