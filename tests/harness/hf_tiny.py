@@ -54,3 +54,18 @@ def build(name: str, seed: int = 0):
     torch.manual_seed(seed)
     kwargs["config"]._attn_implementation = attn
     return _perturb(cls(**kwargs), seed)
+
+
+def assert_layers_match(hf, ours, tokens, name: str, tol: float = 1e-4):
+    """Logits and every layer's hook_resid_post against transformers' hidden states."""
+    with torch.no_grad():
+        ref = hf(tokens, output_hidden_states=True)
+        logits, cache = ours.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_resid_post"))
+    assert (ref.logits - logits).abs().max().item() < tol, name
+    n = ours.cfg.n_layers
+    for layer in range(n - 1):
+        diff = (ref.hidden_states[layer + 1] - cache[f"blocks.{layer}.hook_resid_post"]).abs().max().item()
+        assert diff < tol, (name, layer, diff)
+    # transformers' last hidden state has the final norm applied.
+    last = ours.ln_final(cache[f"blocks.{n - 1}.hook_resid_post"])
+    assert (ref.hidden_states[n] - last).abs().max().item() < tol, name

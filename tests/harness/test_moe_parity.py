@@ -8,6 +8,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 import harness
 from harness.models.components import rope_inv_freq
+from tests.harness.hf_tiny import assert_layers_match
 from tests.harness.hf_tiny_moe import CONFIGS, build
 
 TOL = 1e-4
@@ -27,17 +28,7 @@ def _tokens(hf, shape, seed):
 
 def test_logits_and_every_layer_match(pair):
     name, hf, ours = pair
-    tokens = _tokens(hf, (2, 40), 1)
-    with torch.no_grad():
-        ref = hf(tokens, output_hidden_states=True)
-        logits, cache = ours.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_resid_post"))
-    assert (ref.logits - logits).abs().max().item() < TOL, name
-    n = ours.cfg.n_layers
-    for layer in range(n - 1):
-        diff = (ref.hidden_states[layer + 1] - cache[f"blocks.{layer}.hook_resid_post"]).abs().max().item()
-        assert diff < TOL, (name, layer, diff)
-    last = ours.ln_final(cache[f"blocks.{n - 1}.hook_resid_post"])
-    assert (ref.hidden_states[n] - last).abs().max().item() < TOL
+    assert_layers_match(hf, ours, _tokens(hf, (2, 40), 1), name, TOL)
 
 
 def test_per_expert_path_matches_too(pair):

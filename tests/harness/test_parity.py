@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import harness
-from tests.harness.hf_tiny import CONFIGS, build
+from tests.harness.hf_tiny import CONFIGS, assert_layers_match, build
 
 TOL = 1e-4
 
@@ -23,17 +23,7 @@ def pair(request, tmp_path_factory):
 def test_logits_and_every_layer_match(pair):
     name, hf, ours = pair
     tokens = torch.randint(0, hf.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        ref = hf(tokens, output_hidden_states=True)
-        logits, cache = ours.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_resid_post"))
-    assert (ref.logits - logits).abs().max().item() < TOL, name
-    n = ours.cfg.n_layers
-    for layer in range(n - 1):
-        diff = (ref.hidden_states[layer + 1] - cache[f"blocks.{layer}.hook_resid_post"]).abs().max().item()
-        assert diff < TOL, (name, layer, diff)
-    # transformers' last hidden state has the final norm applied.
-    last = ours.ln_final(cache[f"blocks.{n - 1}.hook_resid_post"])
-    assert (ref.hidden_states[n] - last).abs().max().item() < TOL
+    assert_layers_match(hf, ours, tokens, name, TOL)
 
 
 def test_padded_batch_matches_unpadded_rows(pair):
