@@ -257,11 +257,9 @@ class Attention(nn.Module):
         return q, k, v
 
     def _fused(self, q, k, v, mask: AttentionMask) -> torch.Tensor:
-        rep = self.cfg.n_rep
-        if rep > 1:
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        # enable_gqa lets the kernel share each key/value head without copying it n_rep times.
         return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask.mask, is_causal=mask.is_causal, scale=self.scale
+            q, k, v, attn_mask=mask.mask, is_causal=mask.is_causal, scale=self.scale, enable_gqa=self.cfg.n_rep > 1
         )
 
     def _eager(self, q, k, v, mask: AttentionMask) -> torch.Tensor:
