@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
 import harness  # noqa: E402
-from benchmarks.timing import median_seconds  # noqa: E402
+from benchmarks.timing import interleaved_medians  # noqa: E402
 from harness import zoo  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
@@ -59,23 +59,25 @@ def main() -> None:
     tokens = torch.randint(0, ours.cfg.d_vocab, (args.batch, args.length), generator=torch.Generator().manual_seed(0))
     resid_names = [f"blocks.{i}.hook_resid_post" for i in range(ours.cfg.n_layers)]
 
-    def timed(fn):
-        with torch.inference_mode():
-            return median_seconds(fn, repeats=args.repeats)
-
-    results = {"ours forward": timed(lambda: ours(tokens))}
+    hf_models = {}
     for attn in ("sdpa", "eager"):
         hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation=attn).eval()
         with torch.inference_mode():
             assert (hf(tokens).logits - ours(tokens)).abs().max().item() < 1e-3  # same computation
-        results[f"transformers {attn}"] = timed(lambda: hf(tokens, use_cache=False))
-        del hf
-    results["ours run_with_cache"] = timed(lambda: ours.run_with_cache(tokens, names_filter=resid_names))
+        hf_models[attn] = hf
     tl = transformer_lens_copy(folder)
-    results["TransformerLens run_with_cache"] = timed(lambda: tl.run_with_cache(tokens, names_filter=resid_names))
+    fns = {
+        "ours forward": lambda: ours(tokens),
+        "transformers sdpa": lambda: hf_models["sdpa"](tokens, use_cache=False),
+        "transformers eager": lambda: hf_models["eager"](tokens, use_cache=False),
+        "ours run_with_cache": lambda: ours.run_with_cache(tokens, names_filter=resid_names),
+        "TransformerLens run_with_cache": lambda: tl.run_with_cache(tokens, names_filter=resid_names),
+    }
+    with torch.inference_mode():
+        results = interleaved_medians(fns, repeats=args.repeats)
 
     print(f"{MODEL}: batch {args.batch} x {args.length} tokens, fp32, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+          f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved repeats")
     for name, seconds in results.items():
         print(f"  {name:32s} {seconds * 1000:9.1f} ms")
     r = results
