@@ -213,7 +213,8 @@ def test_saelens_trains_from_the_cache(model, reference, tmp_path):
         use_cached_activations=True, cached_activations_path=str(exported), n_batches_in_buffer=8,
         store_batch_size_prompts=8, training_tokens=5 * 64, train_batch_size_tokens=64, device="cpu",
         prepend_bos=False, logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0, save_final_checkpoint=False,
-        n_eval_batches=1, eval_batch_size_prompts=2, dtype="float32", verbose=False, n_batches_for_norm_estimate=1)
+        n_eval_batches=1, eval_batch_size_prompts=2, dtype="float32", verbose=False, n_batches_for_norm_estimate=1,
+        output_path=str(tmp_path / "sae"), checkpoint_path=str(tmp_path / "checkpoints"))  # never ./output
     # The token dataset only feeds SAELens's evaluator; the training activations come from the cache.
     tokens = Dataset.from_dict({"input_ids": cache.token_ids().long().numpy()})
     runner = LanguageModelSAETrainingRunner(cfg, override_model=model, override_dataset=tokens)
