@@ -52,7 +52,6 @@ def test_no_command_prints_help(capsys):
 
 
 def test_models_prints_the_zoo(capsys, monkeypatch):
-    pytest.importorskip("harness.zoo")
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps headers at the default 80 columns of a pipe
     assert main(["models"]) == 0
     out = capsys.readouterr().out
@@ -69,7 +68,6 @@ def test_bad_option_is_one_line():
 
 
 def test_unknown_model_is_one_line(tmp_path):
-    pytest.importorskip("harness.loading")
     proc = harness("demo", "--models", "no-such-model-xyz", "--runs", str(tmp_path))
     assert_one_line_error(proc, "no-such-model-xyz")
     assert list(tmp_path.iterdir()) == []  # the bad name failed before a run folder was made

@@ -92,8 +92,6 @@ def test_run_demo_errors_leave_failed_run(tmp_path):
 
 @pytest.mark.slow
 def test_harness_look_end_to_end(tmp_path):
-    pytest.importorskip("harness.loading")
-    pytest.importorskip("harness.zoo")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "apps", "look", "--runs", str(tmp_path), "--name", "e2e",

@@ -90,8 +90,7 @@ def test_round_trips(store):
 
 
 def test_parquet_round_trip(store):
-    pd = pytest.importorskip("pandas")
-    pytest.importorskip("pyarrow")
+    import pandas as pd  # a dependency of lm-eval and datasets; parquet via pyarrow
     run = store.create("demo", name="r")
     frame = pd.DataFrame({"x": [1, 2], "y": ["a", "b"]})
     run.write_parquet("t.parquet", frame)
