@@ -22,6 +22,7 @@ import torch  # noqa: E402
 import transformers as tf  # noqa: E402
 
 import harness  # noqa: E402
+from benchmarks.timing import interleaved_medians  # noqa: E402
 
 D, LAYERS, HEADS, VOCAB = 512, 4, 8, 2000
 
@@ -43,16 +44,8 @@ def configs():
 
 
 def medians_ms(fns: dict, repeats: int) -> dict[str, float]:
-    """Median time of each function, run round-robin so load from other processes hits all alike."""
-    times = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
+    """Median milliseconds of each function, timed in turn within every repeat."""
+    return {name: seconds * 1e3 for name, seconds in interleaved_medians(fns, repeats=repeats).items()}
 
 
 def main() -> None:
