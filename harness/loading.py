@@ -116,7 +116,8 @@ def from_hf_model(hf_model, tokenizer=None, device="cpu", dtype=torch.float32) -
         raise HarnessError(
             f"cannot load a {type(hf_model).__name__}; pass a zoo name, a folder, a .gguf path or a transformers model"
         )
-    state_dict = {k: v.detach() for k, v in hf_model.state_dict().items()}
+    # Clone: sharing storage would let training (or editing) one model silently change the other.
+    state_dict = {k: v.detach().clone() for k, v in hf_model.state_dict().items()}
     model = from_state_dict(config, state_dict, tokenizer, device, dtype)
     model.identity.update(name=getattr(config, "_name_or_path", "") or type(hf_model).__name__, source="in-memory")
     return model

@@ -79,3 +79,13 @@ def test_hook_typo_suggests_nearest(saved_llama):
         model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_zz", lambda x, hook: x)])
     with pytest.raises(ShapeError):
         model(torch.zeros(1, 2, 3, dtype=torch.long))
+
+
+def test_in_memory_load_copies_the_weights():
+    hf = build("llama-mqa-tied-odd-heads")
+    model = harness.load(hf)
+    before = hf.model.embed_tokens.weight.detach().clone()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    assert torch.equal(hf.model.embed_tokens.weight, before)  # the source model is untouched
