@@ -69,3 +69,23 @@ def assert_layers_match(hf, ours, tokens, name: str, tol: float = 1e-4):
     # transformers' last hidden state has the final norm applied.
     last = ours.ln_final(cache[f"blocks.{n - 1}.hook_resid_post"])
     assert (ref.hidden_states[n] - last).abs().max().item() < tol, name
+
+
+def assert_greedy_matches(hf, ours, prompt, name: str, steps: int = 20):
+    """Greedy generation equals transformers' token for token, with and without our KV cache."""
+    with torch.no_grad():
+        ref = hf.generate(prompt, max_new_tokens=steps, do_sample=False, min_new_tokens=steps)
+    for use_cache in (True, False):
+        got = ours.generate(prompt, max_new_tokens=steps, stop_at_eos=False, use_past_kv_cache=use_cache)
+        assert got.tolist() == ref.tolist(), (name, use_cache)
+
+
+def assert_fused_matches_eager(ours, tokens, name: str, tol: float = 1e-4):
+    """Hooking the pattern switches attention to the eager path; the output must not change."""
+    with torch.no_grad():
+        fused = ours(tokens)
+        eager, cache = ours.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    assert (fused - eager).abs().max().item() < tol, name
+    pattern = cache["blocks.0.attn.hook_pattern"]
+    assert torch.allclose(pattern.sum(-1), torch.ones(()), atol=1e-5)
+    assert pattern.triu(1).abs().max().item() == 0  # causal

@@ -8,7 +8,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 import harness
 from harness.models.components import rope_inv_freq
-from tests.harness.hf_tiny import assert_layers_match
+from tests.harness.hf_tiny import assert_fused_matches_eager, assert_greedy_matches, assert_layers_match
 from tests.harness.hf_tiny_moe import CONFIGS, build
 
 TOL = 1e-4
@@ -71,22 +71,12 @@ def test_padded_batch_matches(pair):
 
 def test_greedy_generation_identical(pair):
     name, hf, ours = pair
-    prompt = _tokens(hf, (1, 6), 3)
-    with torch.no_grad():
-        ref = hf.generate(prompt, max_new_tokens=20, do_sample=False, min_new_tokens=20)
-    for use_cache in (True, False):
-        got = ours.generate(prompt, max_new_tokens=20, stop_at_eos=False, use_past_kv_cache=use_cache)
-        assert got.tolist() == ref.tolist(), (name, use_cache)
+    assert_greedy_matches(hf, ours, _tokens(hf, (1, 6), 3), name)
 
 
 def test_fused_and_eager_attention_agree(pair):
     name, hf, ours = pair
-    tokens = _tokens(hf, (2, 20), 4)
-    with torch.no_grad():
-        fused = ours(tokens)
-        eager, cache = ours.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
-    assert (fused - eager).abs().max().item() < TOL, name
-    assert cache["blocks.0.attn.hook_pattern"].triu(1).abs().max().item() == 0
+    assert_fused_matches_eager(ours, _tokens(hf, (2, 20), 4), name, TOL)
 
 
 @pytest.mark.parametrize("extra", [

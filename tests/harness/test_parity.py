@@ -7,7 +7,13 @@ import pytest
 import torch
 
 import harness
-from tests.harness.hf_tiny import CONFIGS, assert_layers_match, build
+from tests.harness.hf_tiny import (
+    CONFIGS,
+    assert_fused_matches_eager,
+    assert_greedy_matches,
+    assert_layers_match,
+    build,
+)
 
 TOL = 1e-4
 
@@ -47,21 +53,10 @@ def test_padded_batch_matches_unpadded_rows(pair):
 def test_greedy_generation_identical(pair):
     name, hf, ours = pair
     prompt = torch.randint(0, hf.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        ref = hf.generate(prompt, max_new_tokens=20, do_sample=False, min_new_tokens=20)
-    for use_cache in (True, False):
-        got = ours.generate(prompt, max_new_tokens=20, stop_at_eos=False, use_past_kv_cache=use_cache)
-        assert got.tolist() == ref.tolist(), (name, use_cache)
+    assert_greedy_matches(hf, ours, prompt, name)
 
 
 def test_fused_and_eager_attention_agree(pair):
-    # Hooking the pattern switches attention to the eager path; the output must not change.
     name, hf, ours = pair
     tokens = torch.randint(0, hf.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(4))
-    with torch.no_grad():
-        fused = ours(tokens)
-        eager, cache = ours.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
-    assert (fused - eager).abs().max().item() < TOL, name
-    pattern = cache["blocks.0.attn.hook_pattern"]
-    assert torch.allclose(pattern.sum(-1), torch.ones(()), atol=1e-5)
-    assert pattern.triu(1).abs().max().item() == 0  # causal
+    assert_fused_matches_eager(ours, tokens, name, TOL)
