@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "apps.demo",
     "apps.cache_cmd",
     "apps.organism_cmd",
+    "apps.recipe_cmd",
     "apps.eval_cmd",
     "apps.probe_cmd",
     "apps.steer_cmd",

@@ -7,9 +7,11 @@ in-memory `transformers` model, or an HF id (users with a network). Everything f
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,10 +125,23 @@ def from_hf_model(hf_model, tokenizer=None, device="cpu", dtype=torch.float32) -
     return model
 
 
+@dataclass
+class HFLayout:
+    """Where a model's weights came from: the transformers config and, for every weight that was
+    only renamed on the way in, its original key."""
+
+    config: Any
+    names: dict[str, str]
+
+
 def from_state_dict(hf_config, state_dict, tokenizer=None, device="cpu", dtype=torch.float32, family=None) -> HookedLM:
     family = family or family_for(hf_config)
     cfg = family.config_from_hf(hf_config)
+    hf_name = {id(tensor): key for key, tensor in state_dict.items()}
     weights = family.convert_state_dict(state_dict, cfg)
+    # Weights that were only renamed (not split, fused or transposed) can be saved back under
+    # their original names; harness.training.save_checkpoint uses this to write any such family.
+    renamed = {ours: hf_name[id(tensor)] for ours, tensor in weights.items() if id(tensor) in hf_name}
     builder = getattr(family, "build_model", HookedLM)
     with torch.device("meta"):
         model = builder(cfg, tokenizer)  # no random init: every weight comes from the checkpoint
@@ -152,6 +167,7 @@ def from_state_dict(hf_config, state_dict, tokenizer=None, device="cpu", dtype=t
     _rebuild_buffers(model)
     model.setup()  # re-index modules after the weights were assigned
     model.identity["weights_sha256"] = None  # computed on demand by weights_fingerprint
+    model.hf_layout = HFLayout(copy.deepcopy(hf_config), renamed)
     return model.to(device).eval()
 
 

@@ -130,8 +130,9 @@ def orthogonalize(model, direction: torch.Tensor):
 def export_orthogonalized(model, direction: torch.Tensor, folder, metadata: dict | None = None) -> Path:
     """Orthogonalise and save as a Hugging Face folder that `harness.load` reads back.
 
-    Saving goes through harness.training.checkpoint, which writes Llama-layout checkpoints
-    (SmolLM2, Llama and the model organisms); other families raise a CheckpointError."""
+    Saving goes through harness.training.checkpoint: a model loaded from a transformers checkpoint
+    is written in its own layout, one built from scratch as a Llama; GPT-2 (whose fused Conv1D
+    weights are not a rename) raises a CheckpointError."""
     from harness.training.checkpoint import save_checkpoint
 
     ortho = orthogonalize(model, direction)

@@ -116,7 +116,9 @@ class Experts(nn.Module):
     def _grouped(self, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         ends = counts.cumsum(0).to(torch.int32)
         gate, up = F.grouped_mm(rows, self.gate_up_proj.transpose(1, 2), offs=ends).chunk(2, dim=-1)
-        return F.grouped_mm(self.act(gate) * up, self.down_proj.transpose(1, 2), offs=ends)
+        hidden = self.act(gate)
+        hidden = hidden.mul_(up) if not hidden.requires_grad else hidden * up  # one buffer fewer at inference
+        return F.grouped_mm(hidden, self.down_proj.transpose(1, 2), offs=ends)
 
     def _looped(self, rows: torch.Tensor, counts: list[int], hooks: list[ExpertHooks]) -> torch.Tensor:
         outs = []
@@ -164,13 +166,15 @@ class MoE(nn.Module):
         k = indices.shape[1]
         flat = indices.flatten()
         order = flat.argsort(stable=True)  # slots grouped by expert, tokens in order within each
-        token = order // k
-        y = self.experts(x[token], torch.bincount(flat, minlength=len(self.experts)))
-        y = y.float() * weights.flatten()[order, None].float()
-        # Back to token-major order and sum each token's k outputs (deterministic, unlike index_add_ on GPU).
-        unsorted = torch.empty_like(y)
-        unsorted[order] = y
-        return unsorted.view(-1, k, x.shape[1]).sum(1).to(x.dtype)
+        y = self.experts(x[order // k], torch.bincount(flat, minlength=len(self.experts)))
+        w = weights.flatten()[order, None]
+        # Weighted in float32 (as the router's weights are); in place when y already is float32.
+        y = y.mul_(w) if y.dtype == w.dtype and not y.requires_grad else y.float() * w.float()
+        # Back to token-major order (a gather by the inverse permutation) and sum each token's k
+        # outputs: deterministic, unlike index_add_ on GPU, and in the order transformers sums them.
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        return y[inverse].view(-1, k, x.shape[1]).sum(1).to(x.dtype)
 
 
 def routed_positions(topk_indices: torch.Tensor, expert: int) -> torch.Tensor:

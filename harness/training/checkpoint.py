@@ -4,14 +4,17 @@
     harness.load(folder)             # the normal loading path, nothing special
     read_metadata(folder)            # the sidecar: ground truth, training settings
 
-Layout: config.json (a transformers LlamaConfig), model.safetensors in HF key names, the
-tokenizer (save_pretrained), harness.json (our metadata) and zoo.json (what `harness models`
-shows). The folder is written beside its target and renamed into place, so a killed save
+Layout: config.json, model.safetensors in HF key names, the tokenizer (save_pretrained),
+harness.json (our metadata) and zoo.json (what `harness models` shows). A model loaded from a
+transformers checkpoint is written back in its own family's layout (its config and original key
+names, kept by `harness.load`), so a fine-tuned Gemma 3 or an edited Mixtral saves as what it
+was; a model built from scratch is written as a Llama (`LlamaConfig`). The folder is written beside its target and renamed into place, so a killed save
 leaves the old checkpoint or the new one, never half of one.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -47,7 +50,10 @@ def hf_config(cfg) -> Any:
     from transformers import LlamaConfig
 
     if cfg.family != "llama" or not cfg.gated_mlp or cfg.norm != "rmsnorm" or cfg.positional != "rotary":
-        raise CheckpointError(f"saving is implemented for Llama-style models; got family {cfg.family!r}")
+        raise CheckpointError(
+            f"cannot save this {cfg.family!r} model: saving writes either the layout of the transformers checkpoint "
+            "a model was loaded from (when its weights were only renamed on the way in) or, for a model built "
+            "from scratch, a Llama-style layout")
     rope = {"rope_type": "default", "rope_theta": cfg.rope_theta, **(cfg.rope_scaling or {})}
     return LlamaConfig(
         vocab_size=cfg.d_vocab, hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp,
@@ -60,17 +66,31 @@ def hf_config(cfg) -> Any:
     )
 
 
+def _source_layout(model, names: list[str]):
+    """(config, our name -> HF key) from the checkpoint the model was loaded from, if every
+    weight was only renamed on the way in; else None."""
+    layout = getattr(model, "hf_layout", None)
+    if layout is None or any(n not in layout.names for n in names):
+        return None
+    config = copy.deepcopy(layout.config)
+    config.dtype = torch.float32  # what save_checkpoint writes
+    return config, layout.names
+
+
 def save_checkpoint(model, folder, metadata: dict | None = None, description: str = "", tokenizer=None) -> Path:
     """Write `model` (a HookedLM) to `folder` atomically; returns the folder."""
     from safetensors.torch import save_file
 
     folder = Path(folder).expanduser()
-    config = hf_config(model.cfg)
-    weights = {}
-    for name, tensor in model.state_dict().items():
-        if name == "unembed.weight" and model.cfg.tie_embeddings:
-            continue  # transformers re-ties lm_head to the embedding
-        weights[hf_key(name)] = tensor.detach().to("cpu", torch.float32).contiguous().clone()
+    state = {name: t for name, t in model.state_dict().items()
+             if not (name == "unembed.weight" and model.cfg.tie_embeddings)}  # transformers re-ties lm_head
+    adapters = [name for name in state if ".lora_" in name or ".base_layer." in name]
+    if adapters:
+        raise CheckpointError(f"the model still has LoRA adapters ({adapters[0]}, ...); fold them in with "
+                              "harness.training.merge_lora(model) before saving")
+    source = _source_layout(model, list(state))
+    config, key = (source[0], source[1].__getitem__) if source else (hf_config(model.cfg), hf_key)
+    weights = {key(name): t.detach().to("cpu", torch.float32).contiguous().clone() for name, t in state.items()}
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")

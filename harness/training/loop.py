@@ -1,12 +1,26 @@
-"""What every recipe's loop shares: settings, AdamW with warmup + cosine decay, batches, a progress bar."""
+"""What every recipe's loop shares: settings, AdamW with warmup + cosine decay, batches, a progress
+bar, and (with `state_dir`) a saved training state that a killed run resumes from.
+
+The state is the trainable weights, AdamW's moments, the batch sampler's RNG and the metrics so
+far, written every `save_every` steps as safetensors + JSON (atomically: a kill mid-write leaves
+the previous state). A resumed run takes the same batches and reaches the same weights as one
+that was never stopped.
+"""
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+
+from harness.errors import CheckpointError
+
+STATE_TENSORS, STATE_JSON = "trainer_state.safetensors", "trainer_state.json"
 
 
 @dataclass
@@ -21,6 +35,8 @@ class TrainConfig:
     chat: bool = True  # render prompts with the tokenizer's chat template
     seed: int = 0
     show_progress: bool = True
+    state_dir: str | None = None  # where to keep the resumable training state (None: not kept)
+    save_every: int = 10  # steps between saves of that state
 
 
 class Trainer:
@@ -29,11 +45,16 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, desc: str = "training", total: int | None = None):
         self.model, self.cfg = model, cfg
         self.total = total or cfg.steps  # optimizer steps the LR schedule spans
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in self.named]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.bar = tqdm(total=self.total, desc=desc, disable=not cfg.show_progress, leave=False)
         self.step_index = 0
+        self.history: list[dict] = []
+        self.state_dir = Path(cfg.state_dir).expanduser() if cfg.state_dir else None
+        if self.state_dir is not None and (self.state_dir / STATE_JSON).is_file():
+            self._load_state()
+        self.bar = tqdm(total=self.total, initial=self.step_index, desc=desc, disable=not cfg.show_progress, leave=False)
 
     def lr_at(self, step: int) -> float:
         if step < self.cfg.warmup:
@@ -54,8 +75,56 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.opt.step()
         self.step_index += 1
+        self.history.append({"loss": loss.item(), **shown})
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{loss.item():.4f}", **{k: f"{v:.3f}" for k, v in shown.items()})
+        if self.state_dir is not None and (self.step_index % self.cfg.save_every == 0 or self.step_index == self.total):
+            self.save_state()
 
     def close(self) -> None:
         self.bar.close()
+
+    # ---------------------------------------------------------------- resumable state
+
+    def _settings(self) -> dict:
+        """What must match for a saved state to be resumed (not the progress-bar or saving settings)."""
+        keep = {k: v for k, v in asdict(self.cfg).items() if k not in ("show_progress", "state_dir", "save_every")}
+        return {"config": keep, "total": self.total, "params": {n: list(p.shape) for n, p in self.named}}
+
+    def save_state(self) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {"rng": self.generator.get_state()}
+        for name, p in self.named:
+            tensors[f"param/{name}"] = p.detach().cpu().contiguous()
+            for key, value in self.opt.state.get(p, {}).items():
+                tensors[f"{key}/{name}"] = value.detach().cpu().reshape(value.shape).contiguous()
+        meta = {"settings": self._settings(), "step": self.step_index, "history": self.history}
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = f".{os.getpid()}.tmp"
+        save_file(tensors, str(self.state_dir / (STATE_TENSORS + tmp)))
+        (self.state_dir / (STATE_JSON + tmp)).write_text(json.dumps(meta))
+        # The JSON names the step; it is replaced last, so it never points at tensors of another step.
+        os.replace(self.state_dir / (STATE_TENSORS + tmp), self.state_dir / STATE_TENSORS)
+        os.replace(self.state_dir / (STATE_JSON + tmp), self.state_dir / STATE_JSON)
+
+    def _load_state(self) -> None:
+        from safetensors.torch import load_file
+
+        where = self.state_dir
+        try:
+            meta = json.loads((where / STATE_JSON).read_text())
+            tensors = load_file(str(where / STATE_TENSORS))
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"cannot resume from {where}: {err}; delete the folder to start over") from None
+        if meta.get("settings") != json.loads(json.dumps(self._settings())):
+            raise CheckpointError(f"{where} holds the state of a different training run (other settings or model); "
+                                  "delete it or choose another state folder")
+        with torch.no_grad():
+            for name, p in self.named:
+                p.copy_(tensors[f"param/{name}"])
+                moments = {k: tensors[f"{k}/{name}"] for k in ("step", "exp_avg", "exp_avg_sq") if f"{k}/{name}" in tensors}
+                if moments:
+                    self.opt.state[p] = {k: v.to(p.device) if k != "step" else v for k, v in moments.items()}
+        self.generator.set_state(tensors["rng"])
+        self.step_index, self.history = meta["step"], meta["history"]

@@ -18,7 +18,7 @@ import torch
 
 from harness.errors import ConfigError
 from harness.training import losses as L
-from harness.training.chat import Encoded, collate, encode_pair, require_chat_template, token_logps
+from harness.training.chat import Encoded, collate, encode_pair, require_chat_template
 from harness.training.data import examples as check_examples
 from harness.training.loop import TrainConfig, Trainer
 from harness.training.sft import pad_id
@@ -41,11 +41,18 @@ class PreferenceConfig(TrainConfig):
 
 
 def sequence_logps(model, rows: list[Encoded]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed response log-probs [n] and response lengths [n] of encoded rows (one forward)."""
+    """Summed response log-probs [n] and response lengths [n] of encoded rows (one forward).
+
+    Only response positions are unembedded: with a large vocabulary (Gemma's 262k) the logits of
+    the prompt positions would cost as much as the rest of the model and are never used."""
     batch = {k: v.to(model.device) for k, v in collate(rows, pad_id(model.tokenizer)).items()}
-    logps = token_logps(model, batch["tokens"], batch["attention_mask"])
-    mask = batch["loss_mask"].to(logps.dtype)
-    return (logps * mask).sum(-1), mask.sum(-1)
+    tokens, scored = batch["tokens"], batch["loss_mask"]
+    resid = model(tokens, stop_at_layer=model.cfg.n_layers)  # right padding needs no attention mask
+    row, pos = scored.nonzero(as_tuple=True)  # position pos predicts token pos + 1
+    logps = torch.log_softmax(model.unembed_residual(resid[row, pos]).float(), dim=-1)
+    picked = logps.gather(-1, tokens[row, pos + 1][:, None])[:, 0]
+    sums = torch.zeros(len(rows), dtype=picked.dtype, device=picked.device).index_add(0, row, picked)
+    return sums, scored.sum(-1).to(picked.dtype)
 
 
 @torch.no_grad()
@@ -101,11 +108,10 @@ def train_preference(model, data, cfg: PreferenceConfig | None = None, ref_model
     ref_kl = _all_logps(reference, kl_rows, cfg.batch_size) if cfg.loss == "kto" else None
 
     model.train()
-    trainer = Trainer(model, cfg, cfg.loss)
-    history = []
+    trainer = Trainer(model, cfg, cfg.loss)  # resumes from cfg.state_dir if it holds a saved state
     n_pairs = len(scored) // 2
     try:
-        for _ in range(cfg.steps):
+        for _ in range(trainer.step_index, cfg.steps):
             if cfg.loss == "kto":
                 idx = trainer.batch_indices(len(scored))
                 logps, _ = sequence_logps(model, [scored[i] for i in idx] + [kl_rows[i] for i in idx])
@@ -124,13 +130,11 @@ def train_preference(model, data, cfg: PreferenceConfig | None = None, ref_model
                 if cfg.nll_weight:
                     per = per + cfg.nll_weight * -(pc / lc)
                 metrics = {"margin": margin.mean().item(), "accuracy": (margin > 0).float().mean().item()}
-            loss = per.mean()
-            trainer.step(loss, **metrics)
-            history.append({"loss": loss.item(), **metrics})
+            trainer.step(per.mean(), **metrics)
     finally:
         trainer.close()
         model.eval()
-    return history
+    return trainer.history
 
 
 def _pair_loss(cfg, pc, pr, lc, lr, ref, idx, n_pairs):

@@ -40,19 +40,16 @@ def pad_id(tokenizer) -> int:
 def train_rows(model, rows: list[Encoded], cfg: TrainConfig, desc: str) -> list[float]:
     """The loop both SFT and pretraining use: sample a batch, score its masked tokens, step."""
     model.train()
-    trainer = Trainer(model, cfg, desc)
+    trainer = Trainer(model, cfg, desc)  # resumes from cfg.state_dir if it holds a saved state
     pad = pad_id(model.tokenizer)
-    losses = []
     try:
-        for _ in range(cfg.steps):
+        for _ in range(trainer.step_index, cfg.steps):
             batch = collate([rows[i] for i in trainer.batch_indices(len(rows))], pad)
-            loss = masked_nll(model, {k: v.to(model.device) for k, v in batch.items()})
-            trainer.step(loss)
-            losses.append(loss.item())
+            trainer.step(masked_nll(model, {k: v.to(model.device) for k, v in batch.items()}))
     finally:
         trainer.close()
         model.eval()
-    return losses
+    return [h["loss"] for h in trainer.history]
 
 
 def train_sft(model, data, cfg: SFTConfig | None = None) -> list[float]:
