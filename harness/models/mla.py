@@ -16,7 +16,7 @@ from torch import nn
 from transformer_lens.hook_points import HookPoint
 
 from harness.errors import UnsupportedArchitectureError
-from harness.models.components import Attention, Norm, apply_rotary
+from harness.models.components import Attention, Norm, _has_hooks, apply_rotary
 from harness.models.config import ModelConfig
 
 LATENT_NORM_EPS = 1e-6  # transformers builds the latent norms with the default eps, not rms_norm_eps
@@ -86,8 +86,15 @@ class LatentAttention(Attention):
         latent, k_rope = self.kv_a_proj(x).split([cfg.kv_lora_rank, self.d_rope], dim=-1)
         latent = self.hook_kv_latent(self.kv_a_norm(latent))
         k_nope, v = self.kv_b_proj(latent).view(b, p, h, -1).split([self.d_nope, self.d_v], dim=-1)
-        k = self.hook_k(torch.cat((k_nope, k_rope[:, :, None, :].expand(b, p, h, self.d_rope)), dim=-1))
+        k_rope = k_rope[:, :, None, :]  # one rope key, shared by every head
         v = self.hook_v(v)
+        if rope is not None and not _has_hooks(self.hook_k):
+            # Rotate the shared rope key once, then give every head a copy: the same keys as
+            # rotating the full per-head k below, for 1/n_heads of the rope work.
+            q = self.hook_rot_q(self._rotate(q, rope))
+            k_rope = self._rotate_part(k_rope, rope)
+            return q, self.hook_rot_k(torch.cat((k_nope, k_rope.expand(b, p, h, self.d_rope)), dim=-1)), v
+        k = self.hook_k(torch.cat((k_nope, k_rope.expand(b, p, h, self.d_rope)), dim=-1))
         if rope is not None:
             q = self.hook_rot_q(self._rotate(q, rope))
             k = self.hook_rot_k(self._rotate(k, rope))
@@ -96,5 +103,8 @@ class LatentAttention(Attention):
     def _rotate(self, x: torch.Tensor, rope) -> torch.Tensor:
         # Only the last d_rope features carry position.
         nope, part = x.split([self.d_nope, self.d_rope], dim=-1)
+        return torch.cat((nope, self._rotate_part(part, rope)), dim=-1)
+
+    def _rotate_part(self, part: torch.Tensor, rope) -> torch.Tensor:
         rotate = apply_rotary_interleaved if self.cfg.rope_interleave else apply_rotary
-        return torch.cat((nope, rotate(part, *rope)), dim=-1)
+        return rotate(part, *rope)

@@ -89,6 +89,20 @@ def test_caching_every_hook_leaves_the_output_unchanged(model, tokens):
     assert "blocks.2.mlp.experts.7.hook_out" in cache and "blocks.0.mlp.hook_post" in cache
 
 
+@pytest.mark.parametrize("name", ["deepseek-groups-qlora-yarn", "deepseek-no-qlora-halfsplit-rope"])
+def test_latent_attention_shortcut_equals_the_hooked_path(name, tokens):
+    """Unhooked, the shared rope key is rotated once and copied to every head; with hook_k hooked,
+    the full per-head keys are built and rotated. Both give the same rotated keys and logits."""
+    model = harness.load(build(name))
+    tokens = tokens % model.cfg.d_vocab
+    keys = lambda n: n.endswith("attn.hook_rot_k")  # noqa: E731
+    plain, fast = model.run_with_cache(tokens, names_filter=keys)
+    hooked, slow = model.run_with_cache(tokens, names_filter=lambda n: keys(n) or n.endswith("attn.hook_k"))
+    assert (plain - hooked).abs().max().item() < TOL
+    for key in fast:
+        assert (fast[key] - slow[key]).abs().max().item() < TOL, key
+
+
 def test_routing_bias_steers_the_choice(model, tokens):
     router = model.blocks[1].mlp.router
     _, before = model.run_with_cache(tokens, names_filter="blocks.1.mlp.hook_topk_indices")
