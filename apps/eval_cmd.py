@@ -31,6 +31,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-kl", dest="kl", action="store_false", help="skip the next-token KL between models")
+    p.add_argument("--chat-template", metavar="NAME",
+                   help="give tokenizers without a chat template this one (gemma-turns: Gemma's turn format), "
+                        "so a base model is prompted like its chat-tuned descendant")
     p.set_defaults(func=cmd_eval)
 
 
@@ -64,5 +67,5 @@ def cmd_eval(args) -> int:
     print(f"evaluating {', '.join(f'{k}={v}' for k, v in models.items())} on suite {args.suite!r} "
           f"(device {args.device}, {threads} torch threads)", file=sys.stderr)
     run_eval(models, args.suite, runs_dir=args.runs, name=args.name, limit=args.limit, batch_size=args.batch_size,
-             device=args.device, kl=args.kl, command=" ".join(["harness"] + [shlex.quote(a) for a in sys.argv[1:]]))
+             device=args.device, kl=args.kl, chat_template=args.chat_template, command=" ".join(["harness"] + [shlex.quote(a) for a in sys.argv[1:]]))
     return 0

@@ -42,28 +42,37 @@ def run_eval(
     kl_prompts: int = 48,
     command: str | list | None = None,
     console=None,
+    chat_template: str | None = None,
 ) -> Run:
     """Evaluate `models` (label -> HookedLM or anything harness.load accepts) on `suite`.
 
     The first model is the baseline every other model is compared with. Returns the Run. Raises
-    HarnessError after writing everything it could when a model or task failed.
+    HarnessError after writing everything it could when a model or task failed. `chat_template`
+    names a template (harness.recipes.chat_templates) given to every tokenizer that has none, so a
+    base checkpoint is prompted in the same format as its chat-tuned descendant.
     """
     if not models:
         raise HarnessError("no models to evaluate; pass at least one")
     for label in models:
         check_name(label, "model label")
+    if chat_template is not None:
+        from harness.recipes.chat_templates import check_template_name
+
+        check_template_name(chat_template)
     suite_obj = suite if isinstance(suite, Suite) else resolve_suite(suite, limit=limit)
     config = {"suite": suite_obj.name, "tasks": [vars(t) | {"source": str(t.source or "")} for t in suite_obj.tasks],
               "models": {k: _describe(v) for k, v in models.items()}, "limit": limit,
-              "batch_size": batch_size, "device": device, "kl": kl}
+              "batch_size": batch_size, "device": device, "kl": kl, "chat_template": chat_template}
     run = run or open_run(runs_dir, name, config, command)
     loaded: dict[str, Any] = {}
     failures: list[str] = []
     try:
         task_manager = suite_obj.task_manager()
         for label, source in models.items():
-            _evaluate_model(run, label, source, suite_obj, task_manager, loaded, failures, batch_size, device, console)
+            _evaluate_model(run, label, source, suite_obj, task_manager, loaded, failures, batch_size, device, console,
+                            chat_template)
         labels = [m for m in models if _has_any_results(run, m, suite_obj)]
+        _warn_mixed_templates(run, loaded, suite_obj, console)
         for label in labels:
             _merge_results(run, label, suite_obj)
         if len(labels) >= 2:
@@ -118,7 +127,8 @@ def _describe(source) -> str:
 
 
 # -- one model ----------------------------------------------------------------------------------
-def _evaluate_model(run, label, source, suite, task_manager, loaded, failures, batch_size, device, console):
+def _evaluate_model(run, label, source, suite, task_manager, loaded, failures, batch_size, device, console,
+                    chat_template=None):
     todo = [t for t in suite.tasks if not _task_done(run, label, t.name)]
     if not todo:
         _say(console, f"{label}: all {len(suite.tasks)} tasks already done, skipping")
@@ -129,6 +139,10 @@ def _evaluate_model(run, label, source, suite, task_manager, loaded, failures, b
         failures.append(str(err))
         _say(console, f"[red]{err}[/]")
         return
+    if chat_template is not None and model.tokenizer is not None:
+        from harness.recipes.chat_templates import ensure_chat_template
+
+        ensure_chat_template(model.tokenizer, chat_template)
     loaded[label] = model
     if label not in run.manifest.get("models", {}):
         run.add_model(label, _identity(model, source))
@@ -146,6 +160,21 @@ def _evaluate_model(run, label, source, suite, task_manager, loaded, failures, b
         _write_task(run, label, task, result, chat=_use_chat(model, task))
         run.record_timing(f"eval/{label}/{task.name}", time.perf_counter() - start)
         _say(console, f"{label}/{task.name}: done in {time.perf_counter() - start:.1f}s")
+
+
+def _warn_mixed_templates(run: Run, loaded: dict, suite: Suite, console) -> None:
+    """Chat tasks compare models fairly only if all of them, or none, are prompted through a chat
+    template; say so (and record it) when that is not the case."""
+    if not any(t.chat for t in suite.tasks) or len(loaded) < 2:
+        return
+    has = {label: bool(getattr(m.tokenizer, "chat_template", None)) for label, m in loaded.items()}
+    if len(set(has.values())) > 1:
+        without = ", ".join(label for label, yes in has.items() if not yes)
+        warning = (f"{without} has no chat template while the others do, so chat tasks prompt them differently; "
+                   "pass --chat-template (e.g. gemma-turns) to prompt every model alike")
+        run.manifest["warnings"] = [*run.manifest.get("warnings", []), warning]
+        run.save_manifest()
+        _say(console, f"[yellow]warning: {warning}[/]")
 
 
 def _load(label: str, source, device: str):

@@ -7,6 +7,8 @@ format's description: a user turn and a model turn, each opened by <start_of_tur
 by <end_of_turn>; a system message is folded into the first user turn.
 """
 
+from harness.errors import ConfigError
+
 GEMMA_TURNS = (
     "{{ bos_token }}"
     "{% if messages and messages[0]['role'] == 'system' %}"
@@ -24,8 +26,15 @@ GEMMA_TURNS = (
 TEMPLATES = {"gemma-turns": GEMMA_TURNS}
 
 
+def check_template_name(name: str) -> str:
+    if name not in TEMPLATES:
+        raise ConfigError(f"unknown chat template {name!r}; known: {', '.join(sorted(TEMPLATES))}")
+    return name
+
+
 def ensure_chat_template(tokenizer, name: str) -> bool:
     """Give `tokenizer` the named template unless it has one; returns whether it was set."""
+    check_template_name(name)
     if getattr(tokenizer, "chat_template", None):
         return False
     tokenizer.chat_template = TEMPLATES[name]

@@ -92,7 +92,7 @@ def _preference_config(spec: RecipeSpec, state_dir: Path, show_progress: bool) -
 
 def run_recipe(recipe: str | RecipeSpec, *, steps: int | None = None, cache_dir=None, out=None,
                evaluate: bool = True, eval_limit: int | None = None, runs_dir=None, run_name: str | None = None,
-               batch_size: int = 16, show_progress: bool = True, log=print) -> dict:
+               eval_batch_size: int = 16, show_progress: bool = True, log=print) -> dict:
     """Train (or reuse) the recipe's checkpoint, then evaluate base vs aligned. Returns paths,
     margins, the training history, timings and the eval run."""
     import harness
@@ -142,7 +142,7 @@ def run_recipe(recipe: str | RecipeSpec, *, steps: int | None = None, cache_dir=
         log(f"[{spec.name}] evaluating base vs aligned on the {spec.eval_suite!r} suite -> run {name}")
         run = _finished_run(runs_dir, name) or run_eval(
             {"base": base, "aligned": aligned}, spec.eval_suite, runs_dir=runs_dir, name=name, limit=eval_limit,
-            batch_size=batch_size, command=["harness", "recipe", "run", spec.name])
+            batch_size=eval_batch_size, command=["harness", "recipe", "run", spec.name])
         timings["eval_s"] = time.perf_counter() - t0
         out_dict["eval_run"] = run.path
         out_dict["comparison"] = run.read_json("comparison.json")["rows"]

@@ -161,3 +161,27 @@ def test_builtin_task_offline_is_a_clear_error(models, tmp_path, monkeypatch):
         run_eval({"base": models["base"]}, "hellaswag", runs_dir=tmp_path, name="r6", limit=2, console=False)
     assert "\n" not in str(err.value)
     assert RunStore(tmp_path).open("r6").status == "failed"
+
+
+def test_models_prompted_differently_are_flagged_and_chat_template_aligns_them(tmp_path):
+    """A base tokenizer without a chat template against a chat model: the run warns; with
+    chat_template= every model gets the template and the warning goes away."""
+    import copy
+
+    from harness.errors import ConfigError
+
+    tok = tiny.tokenizer()
+    plain = copy.deepcopy(tok)
+    plain.chat_template = None
+    models = {"base": tiny.hooked(plain, seed=0), "aligned": tiny.hooked(tok, seed=1)}
+    run = run_eval(models, "harness_refusal", runs_dir=tmp_path, name="mixed", limit=2, kl=False, console=False)
+    assert "no chat template" in run.manifest["warnings"][0] and run.manifest["warnings"][0].startswith("base")
+    assert not run.read_json("tasks/base/harness_refusal.json")["chat_template_applied"]
+
+    models["base"].tokenizer = copy.deepcopy(plain)
+    run = run_eval(models, "harness_refusal", runs_dir=tmp_path, name="same", limit=2, kl=False, console=False,
+                   chat_template="gemma-turns")
+    assert "warnings" not in run.manifest
+    assert run.read_json("tasks/base/harness_refusal.json")["chat_template_applied"]
+    with pytest.raises(ConfigError, match="unknown chat template 'nope'"):
+        run_eval(models, "harness_refusal", runs_dir=tmp_path, chat_template="nope", console=False)
