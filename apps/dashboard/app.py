@@ -14,6 +14,7 @@ PAGES = [
     ("features.py", "Features", ":material/scatter_plot:"),
     ("circuits.py", "Circuits", ":material/account_tree:"),
     ("model_diff.py", "Model diff", ":material/compare_arrows:"),
+    ("probes.py", "Probes & steering", ":material/explore:"),
 ]
 
 st.set_page_config(page_title="interp-harness", layout="wide")

@@ -62,3 +62,33 @@ def demo_norms_figure(metrics: dict) -> go.Figure:
                       xaxis_title="layer (blocks.{i}.hook_resid_post)", yaxis_title="mean L2 norm",
                       template="plotly_white")
     return fig
+
+
+def probe_figure(probe_rows: list[dict], direction_rows: list[dict]) -> go.Figure:
+    """Per layer: the probe's train and held-out accuracy (left axis, with chance) and the
+    difference-of-means direction's separation (right axis), from a `harness probe` run's rows."""
+    fig = go.Figure()
+    layers = [r.get("layer") for r in probe_rows]
+    fig.add_trace(go.Scatter(x=layers, y=[r["test_accuracy"] for r in probe_rows], mode="lines+markers",
+                             name="probe, held-out", text=[r["hook"] for r in probe_rows]))
+    fig.add_trace(go.Scatter(x=layers, y=[r["train_accuracy"] for r in probe_rows], mode="lines+markers",
+                             name="probe, train", line=dict(dash="dot")))
+    if probe_rows:
+        fig.add_hline(y=probe_rows[0]["chance"], line_dash="dash", annotation_text="chance")
+    if direction_rows:
+        fig.add_trace(go.Scatter(x=[r.get("layer") for r in direction_rows], y=[r["separation"] for r in direction_rows],
+                                 mode="lines+markers", name="direction separation", yaxis="y2"))
+    fig.update_layout(xaxis=dict(title="layer", tickmode="linear", dtick=1 if len(layers) <= 32 else 4),
+                      yaxis=dict(title="accuracy", range=[0, 1.05]),
+                      yaxis2=dict(title="separation", overlaying="y", side="right", showgrid=False),
+                      legend=dict(orientation="h", y=1.12), margin=dict(t=40))
+    return fig
+
+
+def steer_figure(metrics: dict) -> go.Figure:
+    """Refusal rate without and with the steering hook, from a `harness steer` run's metrics."""
+    names = ["plain", f"{metrics.get('mode', 'steered')} (layer {metrics.get('layer')})"]
+    values = [metrics.get("refusal_rate_plain"), metrics.get("refusal_rate_steered")]
+    fig = go.Figure(go.Bar(x=names, y=values, text=[f"{v:.2f}" if v is not None else "" for v in values]))
+    fig.update_layout(yaxis=dict(title="refusal rate", range=[0, 1.05]), margin=dict(t=30))
+    return fig

@@ -32,6 +32,18 @@ def empty_state(what: str, command: str) -> None:
             f"(runs folder: `{data.runs_root()}`).")
 
 
+def pick_run_having(kind: str, label: str, required: str, command: str) -> RunInfo | None:
+    """pick_run, then check the chosen run holds `required` (the file its producer writes); says
+    how to make such a run, or what is missing, and returns None when there is nothing to show."""
+    info = pick_run(kind, label)
+    if info is None:
+        empty_state(kind, command)
+    elif not data.has(info.path, required):
+        st.warning(f"run {info.name} has no {required} (written by `{command.split(' --')[0]}`)")
+        return None
+    return info
+
+
 def run_label(info: RunInfo) -> str:
     created = (info.created or "")[:16].replace("T", " ")
     return f"{info.name} ({info.status or '?'}, {created})"

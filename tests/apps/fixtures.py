@@ -4,7 +4,9 @@
 folder/models, then writes runs with the real producers into folder/runs: a demo run
 (apps.demo.run_demo), an eval run (evals.runner.run_eval, two suite tasks), an SAE run with
 its feature analysis (`harness sae train` + `harness sae features`), two circuit runs
-(`harness circuits heads` / `patch`), a model-diff run (probes.diff.diff_models + write_diff), and one run folder whose manifest is corrupt. Nothing here writes
+(`harness circuits heads` / `patch`), a model-diff run (probes.diff.diff_models + write_diff), a
+probe run and a steering run (`harness probe` / `harness steer`), and one run folder whose
+manifest is corrupt. Nothing here writes
 run JSON by hand except the deliberately broken manifest.
 """
 
@@ -76,6 +78,13 @@ def make_fixtures(root: Path) -> Fixtures:
     with store.create("diff", name="diff-tiny", command="test fixture") as run:
         write_diff(diff, run, models["base"], models["aligned"])
     fx.names["diff"] = "diff-tiny"
+
+    _cli(["probe", "--model", str(fx.base), "--positive", "builtin:harmful", "--negative", "builtin:harmless",
+          "--limit", "12", "--chat", "no", "--name", "probe-tiny", *runs])
+    fx.names["probe"] = "probe-tiny"
+    _cli(["steer", "--model", str(fx.base), "--prompts", "builtin:harmless", "--direction", "probe-tiny",
+          "--scale", "8", "--limit", "4", "--max-new-tokens", "4", "--chat", "no", "--name", "steer-tiny", *runs])
+    fx.names["steer"] = "steer-tiny"
 
     broken = fx.runs / "broken-run"
     broken.mkdir(parents=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from harness.runs import RunStore
 from tests.apps.fixtures import make_fixtures
 
 DASH = Path(__file__).resolve().parents[2] / "apps" / "dashboard"
@@ -53,7 +54,8 @@ def test_app_navigates_every_page(fx):
     at = AppTest.from_file(str(DASH / "app.py"), default_timeout=TIMEOUT).run()
     assert not at.exception and at.title[0].value == "Runs"
     for name, title in [("evaluation", "Evaluation"), ("features", "Features"), ("circuits", "Circuits"),
-                        ("model_diff", "Model diff"), ("activations", "Activations")]:
+                        ("model_diff", "Model diff"), ("activations", "Activations"),
+                        ("probes", "Probes & steering")]:
         at.switch_page(f"pages/{name}.py").run()
         assert not at.exception, (name, [e.message for e in at.exception])
         assert at.title[0].value == title
@@ -107,7 +109,7 @@ def test_evaluation_page(fx):
 def test_pages_without_runs_of_their_kind_say_how_to_make_one(tmp_path, monkeypatch):
     monkeypatch.setenv("INTERP_HARNESS_RUNS", str(tmp_path / "empty"))
     for name, command in [("evaluation", "harness eval"), ("features", "harness sae"), ("circuits", "harness circuits"),
-                          ("model_diff", "write_diff")]:
+                          ("model_diff", "write_diff"), ("probes", "harness probe")]:
         at = page(name)
         assert not at.exception
         assert any(command in i.value for i in at.info), (name, [i.value for i in at.info])
@@ -227,3 +229,27 @@ def test_model_diff_page_shows_expert_utilisation_for_moe_models(tmp_path, monke
     figs = charts(at)
     assert len(figs) == 4  # divergence, per-token KL, one expert-usage heatmap per model
     assert "Expert fractions" in figs[2].proto.spec
+
+
+def test_probes_page_shows_the_probe_sweep_and_the_steered_generations(fx):
+    at = ok(page("probes"))
+    figs = charts(at)
+    assert len(figs) == 2  # probe accuracy by layer, refusal rates plain vs steered
+    probe = json.loads(figs[0].proto.spec)
+    names = {trace.get("name") for trace in probe["data"]}
+    assert {"probe, held-out", "probe, train", "direction separation"} <= names
+    layers = [r["layer"] for r in RunStore(fx.runs).open("probe-tiny").read_jsonl("probe.jsonl")]
+    assert probe["data"][0]["x"] == layers
+    steer = json.loads(figs[1].proto.spec)
+    metrics = RunStore(fx.runs).open("steer-tiny").manifest["metrics"]
+    assert steer["data"][0]["y"] == [metrics["refusal_rate_plain"], metrics["refusal_rate_steered"]]
+    assert at.dataframe  # the per-layer table and the generations
+
+
+def test_probes_page_names_the_missing_file_of_an_incomplete_probe_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERP_HARNESS_RUNS", str(tmp_path))
+    with RunStore(tmp_path).create("probe", name="probe-without-results"):
+        pass
+    at = page("probes")
+    assert not at.exception
+    assert any("has no probe.jsonl" in w.value for w in at.warning)

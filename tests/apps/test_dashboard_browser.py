@@ -92,6 +92,7 @@ def pages(fx) -> list[tuple[str, str, dict]]:
         ("features", "/features", {}),
         ("circuits", "/circuits", {"model": str(fx.base)}),
         ("model_diff", "/model_diff", {"model_a": str(fx.base), "model_b": str(fx.aligned)}),
+        ("probes", "/probes", {}),
     ]
 
 
