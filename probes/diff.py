@@ -218,15 +218,16 @@ def _sae_hook(sae, model) -> str:
 @torch.no_grad()
 def rank_features(sae, xb: torch.Tensor, xa: torch.Tensor, top_k: int = 25) -> list[dict]:
     """SAE features ordered by |mean activation(aligned) - mean activation(base)| over the same tokens."""
+    from probes.sae.features import firing_stats
+
     dtype = next(sae.parameters()).dtype
-    fb = torch.cat([sae.encode(xb[s : s + CHUNK].to(dtype)).float() for s in range(0, len(xb), CHUNK)])
-    fa = torch.cat([sae.encode(xa[s : s + CHUNK].to(dtype)).float() for s in range(0, len(xa), CHUNK)])
-    mb, ma = fb.mean(0), fa.mean(0)
+    encoded = lambda x: (sae.encode(x[s : s + CHUNK].to(dtype)).float() for s in range(0, len(x), CHUNK))  # noqa: E731
+    freq_b, mb = firing_stats(encoded(xb), sae.cfg.d_sae)
+    freq_a, ma = firing_stats(encoded(xa), sae.cfg.d_sae)
     change = ma - mb
     order = change.abs().argsort(descending=True)[:top_k]
     return [{"feature": int(i), "base_mean": float(mb[i]), "aligned_mean": float(ma[i]), "change": float(change[i]),
-             "base_freq": float((fb[:, i] > 0).float().mean()), "aligned_freq": float((fa[:, i] > 0).float().mean())}
-            for i in order.tolist()]
+             "base_freq": float(freq_b[i]), "aligned_freq": float(freq_a[i])} for i in order.tolist()]
 
 
 # ---------------------------------------------------------------------------------- storage

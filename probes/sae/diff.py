@@ -17,7 +17,7 @@ import torch
 
 from harness.errors import HarnessError
 from probes.sae.evaluate import heldout_tokens
-from probes.sae.features import feature_acts
+from probes.sae.features import feature_acts, firing_stats
 from probes.sae.io import check_fits
 
 COLUMNS = ("feature", "freq_base", "freq_aligned", "freq_delta", "mean_base", "mean_aligned", "mean_delta")
@@ -57,14 +57,8 @@ def _same_tokenizer(base, aligned) -> None:
 
 
 def _stats(sae, model, hook, tokens, batch_size) -> tuple[torch.Tensor, torch.Tensor]:
-    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.float64)
-    total = torch.zeros(sae.cfg.d_sae, dtype=torch.float64)
-    for i in range(0, len(tokens), batch_size):
-        acts = feature_acts(sae, model, hook, tokens[i:i + batch_size])
-        fired += (acts != 0).sum((0, 1)).double()
-        total += acts.sum((0, 1)).double()
-    n = tokens.numel()
-    return (fired / n).float(), (total / n).float()
+    batches = (feature_acts(sae, model, hook, tokens[i:i + batch_size]) for i in range(0, len(tokens), batch_size))
+    return firing_stats(batches, sae.cfg.d_sae)
 
 
 def diff_features(sae, base, aligned, hook: str | None = None, *, tokens=None, corpus="stdlib-docs",

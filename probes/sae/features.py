@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.errors import HarnessError
 from probes.sae.evaluate import heldout_tokens
 from probes.sae.io import check_fits, hook_width  # noqa: F401  (hook_width re-exported for callers)
 
@@ -50,6 +51,22 @@ def feature_acts(sae, model, hook: str, tokens: torch.Tensor) -> torch.Tensor:
     acts = acts.clone()  # an ordinary tensor: callers may edit it
     acts[:, :trained_skip(sae)] = 0
     return acts
+
+
+def firing_stats(chunks, d_sae: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(firing frequency, mean activation) [d_sae] of every feature over chunks of feature
+    activations [..., d_sae], accumulated in float64 so long streams do not lose precision."""
+    fired = torch.zeros(d_sae, dtype=torch.float64)
+    total = torch.zeros(d_sae, dtype=torch.float64)
+    n = 0
+    for acts in chunks:
+        acts = acts.reshape(-1, d_sae)
+        fired += (acts != 0).sum(0).double().cpu()
+        total += acts.sum(0).double().cpu()
+        n += acts.shape[0]
+    if not n:
+        raise HarnessError("no activations to compute feature statistics over")
+    return (fired / n).float(), (total / n).float()
 
 
 @torch.no_grad()

@@ -101,3 +101,16 @@ def test_cli_train_eval_features(tmp_path, capsys):
     assert {"eval.json", "features.json", "sae/cfg.json"} <= {a["path"] for a in manifest["artifacts"]}
     assert "eval/ce_loss_recovered" in manifest["metrics"]
     assert load_sae(runs / "s").cfg.d_sae == 64
+
+
+def test_firing_stats_over_chunks_equal_the_whole_at_once():
+    from harness.errors import HarnessError
+    from probes.sae.features import firing_stats
+
+    acts = torch.relu(torch.randn(3, 50, 16, generator=torch.Generator().manual_seed(0)))
+    freq, mean = firing_stats((acts[:, i:i + 7] for i in range(0, 50, 7)), 16)
+    flat = acts.reshape(-1, 16)
+    torch.testing.assert_close(freq, (flat != 0).float().mean(0))
+    torch.testing.assert_close(mean, flat.mean(0))
+    with pytest.raises(HarnessError, match="no activations"):
+        firing_stats(iter(()), 16)
