@@ -172,6 +172,19 @@ class LayerKV:
         return self.k[:, :, :new_len], self.v[:, :, :new_len]
 
 
+def effective_weight(linear: nn.Module) -> torch.Tensor:
+    """A projection's weight as its forward applies it: plus any active, unmerged LoRA adapter
+    (peft wraps the nn.Linear and keeps the base weight as `.weight`), so the TransformerLens-style
+    W_Q/W_K/W_V/W_O views and hook_result describe an adapted model before it is merged."""
+    weight = linear.weight
+    if not hasattr(linear, "get_delta_weight") or linear.disable_adapters:
+        return weight
+    for name in linear.active_adapters:
+        if name in linear.lora_A and name not in linear.merged_adapters:
+            weight = weight + linear.get_delta_weight(name)
+    return weight
+
+
 def _has_hooks(hook: HookPoint) -> bool:
     return bool(hook.fwd_hooks or hook.bwd_hooks)
 
@@ -201,19 +214,19 @@ class Attention(nn.Module):
     # TransformerLens-shaped weight views, for circuit analysis ([head, d_model, d_head] etc.).
     @property
     def W_Q(self) -> torch.Tensor:
-        return self.q_proj.weight.T.reshape(self.cfg.d_model, self.cfg.n_heads, -1).transpose(0, 1)
+        return effective_weight(self.q_proj).T.reshape(self.cfg.d_model, self.cfg.n_heads, -1).transpose(0, 1)
 
     @property
     def W_K(self) -> torch.Tensor:
-        return self.k_proj.weight.T.reshape(self.cfg.d_model, self.cfg.n_kv_heads, -1).transpose(0, 1)
+        return effective_weight(self.k_proj).T.reshape(self.cfg.d_model, self.cfg.n_kv_heads, -1).transpose(0, 1)
 
     @property
     def W_V(self) -> torch.Tensor:
-        return self.v_proj.weight.T.reshape(self.cfg.d_model, self.cfg.n_kv_heads, -1).transpose(0, 1)
+        return effective_weight(self.v_proj).T.reshape(self.cfg.d_model, self.cfg.n_kv_heads, -1).transpose(0, 1)
 
     @property
     def W_O(self) -> torch.Tensor:
-        return self.o_proj.weight.T.reshape(self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model)
+        return effective_weight(self.o_proj).T.reshape(self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model)
 
     def forward(
         self,

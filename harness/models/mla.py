@@ -16,7 +16,7 @@ from torch import nn
 from transformer_lens.hook_points import HookPoint
 
 from harness.errors import UnsupportedArchitectureError
-from harness.models.components import Attention, Norm, _has_hooks, apply_rotary
+from harness.models.components import Attention, Norm, _has_hooks, apply_rotary, effective_weight
 from harness.models.config import ModelConfig
 
 LATENT_NORM_EPS = 1e-6  # transformers builds the latent norms with the default eps, not rms_norm_eps
@@ -61,7 +61,7 @@ class LatentAttention(Attention):
 
     @property
     def W_O(self) -> torch.Tensor:
-        return self.o_proj.weight.T.reshape(self.cfg.n_heads, self.d_v, self.cfg.d_model)
+        return effective_weight(self.o_proj).T.reshape(self.cfg.n_heads, self.d_v, self.cfg.d_model)
 
     def _no_linear_map(self):
         raise UnsupportedArchitectureError(

@@ -48,3 +48,24 @@ def test_lora_errors():
         add_lora(tiny_model(), targets=("c_attn",))
     with pytest.raises(ConfigError, match="no LoRA adapters to merge"):
         merge_lora(tiny_model())
+
+
+def test_weight_views_and_hook_result_include_unmerged_adapters():
+    """Before merging, W_Q/W_K/W_V/W_O and the per-head hook_result describe the adapted model:
+    the heads' results add up to the attention output, and the views equal the merged weights."""
+    model = add_lora(tiny_model(), r=4, alpha=8)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)  # a trained-looking adapter
+    tokens = model.to_tokens(["What is the capital of France?"])
+    attn = model.blocks[0].attn
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.startswith("blocks.0.") and
+                                    n.endswith(("hook_result", "hook_attn_out")))
+    torch.testing.assert_close(cache["blocks.0.attn.hook_result"].sum(2), cache["blocks.0.hook_attn_out"],
+                               atol=1e-5, rtol=1e-5)
+    views = {name: getattr(attn, name).detach().clone() for name in ("W_Q", "W_K", "W_V", "W_O")}
+    merge_lora(model)
+    for name, view in views.items():
+        torch.testing.assert_close(view, getattr(model.blocks[0].attn, name), atol=1e-6, rtol=1e-6)
