@@ -160,10 +160,11 @@ def train_grpo(model, items: list[dict], reward_fn: Callable[[dict, str], float]
         reference = copy.deepcopy(model).eval()  # frozen copy of the starting policy
     tok = model.tokenizer
     encoded = [encode_prompt(tok, x["prompt"], cfg.chat) for x in items]
-    trainer = Trainer(model, cfg, f"grpo ({cfg.loss_type})", total=cfg.steps * cfg.inner_steps)
-    history = []
+    # Saved (with cfg.state_dir) only between groups, so a resumed run never restarts half a group.
+    trainer = Trainer(model, cfg, f"grpo ({cfg.loss_type})", total=cfg.steps * cfg.inner_steps, autosave=False)
+    history = trainer.records  # one entry per group of samples; restored on resume
     try:
-        for step in range(cfg.steps):
+        for step in range(trainer.step_index // cfg.inner_steps, cfg.steps):
             chosen = trainer.batch_indices(len(items), cfg.prompts_per_step)
             group = [i for i in chosen for _ in range(cfg.group_size)]
             model.eval()
@@ -182,6 +183,8 @@ def train_grpo(model, items: list[dict], reward_fn: Callable[[dict, str], float]
                 trainer.step(loss, reward=rewards.mean().item())
             history.append({"reward": rewards.mean().item(), "loss": loss.item(),
                             "completion_tokens": mask.sum(-1).float().mean().item()})
+            if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+                trainer.save_state()
     finally:
         trainer.close()
         model.eval()

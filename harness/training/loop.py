@@ -42,15 +42,18 @@ class TrainConfig:
 class Trainer:
     """One optimizer over the trainable parameters, stepped with clipping and the LR schedule."""
 
-    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, desc: str = "training", total: int | None = None):
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, desc: str = "training", total: int | None = None,
+                 autosave: bool = True):
         self.model, self.cfg = model, cfg
+        self.autosave = autosave  # False: the loop calls save_state() itself, at boundaries it chooses
         self.total = total or cfg.steps  # optimizer steps the LR schedule spans
         self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.params = [p for _, p in self.named]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step_index = 0
-        self.history: list[dict] = []
+        self.history: list[dict] = []  # one entry per optimizer step
+        self.records: list[dict] = []  # whatever else the loop wants kept across a resume
         self.state_dir = Path(cfg.state_dir).expanduser() if cfg.state_dir else None
         if self.state_dir is not None and (self.state_dir / STATE_JSON).is_file():
             self._load_state()
@@ -78,7 +81,7 @@ class Trainer:
         self.history.append({"loss": loss.item(), **shown})
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{loss.item():.4f}", **{k: f"{v:.3f}" for k, v in shown.items()})
-        if self.state_dir is not None and (self.step_index % self.cfg.save_every == 0 or self.step_index == self.total):
+        if self.autosave and (self.step_index % self.cfg.save_every == 0 or self.step_index == self.total):
             self.save_state()
 
     def close(self) -> None:
@@ -94,12 +97,14 @@ class Trainer:
     def save_state(self) -> None:
         from safetensors.torch import save_file
 
+        if self.state_dir is None:
+            return
         tensors = {"rng": self.generator.get_state()}
         for name, p in self.named:
             tensors[f"param/{name}"] = p.detach().cpu().contiguous()
             for key, value in self.opt.state.get(p, {}).items():
                 tensors[f"{key}/{name}"] = value.detach().cpu().reshape(value.shape).contiguous()
-        meta = {"settings": self._settings(), "step": self.step_index, "history": self.history}
+        meta = {"settings": self._settings(), "step": self.step_index, "history": self.history, "records": self.records}
         self.state_dir.mkdir(parents=True, exist_ok=True)
         tmp = f".{os.getpid()}.tmp"
         save_file(tensors, str(self.state_dir / (STATE_TENSORS + tmp)))
@@ -127,4 +132,4 @@ class Trainer:
                 if moments:
                     self.opt.state[p] = {k: v.to(p.device) if k != "step" else v for k, v in moments.items()}
         self.generator.set_state(tensors["rng"])
-        self.step_index, self.history = meta["step"], meta["history"]
+        self.step_index, self.history, self.records = meta["step"], meta["history"], meta.get("records", [])

@@ -56,3 +56,46 @@ def test_presets_and_bad_settings():
         GRPOConfig.preset("ppo")
     with pytest.raises(ConfigError, match="at least one prompt"):
         train_grpo(tiny_model(), [], arithmetic_reward, GRPOConfig(steps=1))
+
+
+def test_a_killed_grpo_run_resumes_to_the_same_weights(adder, tmp_path):
+    """Saved between groups only: stopped during group 3 of 4 (two optimizer steps per group, a
+    reference model for the KL term), the resumed run repeats group 3 from its start and ends
+    with the weights and per-group history of an uninterrupted run."""
+    import torch
+
+    import harness.training.loop as loop
+
+    cfg = lambda state: GRPOConfig(steps=4, inner_steps=2, beta=0.04, prompts_per_step=2, group_size=4,  # noqa: E731
+                                   max_new_tokens=6, show_progress=False, save_every=1, state_dir=state)
+    straight = copy.deepcopy(adder)
+    history = train_grpo(straight, ITEMS, arithmetic_reward, cfg(None))
+
+    original = loop.Trainer.step
+
+    def step(self, loss, **shown):
+        if self.step_index == 5:  # the second optimizer step of group 3
+            raise KeyboardInterrupt
+        original(self, loss, **shown)
+
+    loop.Trainer.step = step
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_grpo(copy.deepcopy(adder), ITEMS, arithmetic_reward, cfg(str(tmp_path)))
+    finally:
+        loop.Trainer.step = original
+    resumed, taken = copy.deepcopy(adder), []
+
+    def counted(self, loss, **shown):
+        taken.append(self.step_index)
+        original(self, loss, **shown)
+
+    loop.Trainer.step = counted
+    try:
+        resumed_history = train_grpo(resumed, ITEMS, arithmetic_reward, cfg(str(tmp_path)))
+    finally:
+        loop.Trainer.step = original
+    assert taken == [4, 5, 6, 7]  # groups 1-2 were not redone; group 3 restarted from its start
+    for (name, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters()):
+        assert torch.equal(a, b), name
+    assert resumed_history == history and len(history) == 4

@@ -104,32 +104,36 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
 
     from harness.training.lora import add_lora
 
+    import harness.training.loop as loop
+
+    original, taken = loop.Trainer.step, []
+
     def run(steps, state_dir):
         model = add_lora(tiny_model(seed=1), r=4)
         cfg = PreferenceConfig(loss="dpo", steps=12, batch_size=4, lr=2e-3, show_progress=False,
                                state_dir=str(state_dir) if state_dir else None, save_every=1)
-        if steps < 12:  # a kill between steps: stop the loop by raising from the progress update
-            import harness.training.loop as loop
 
-            original = loop.Trainer.step
+        def step(self, loss, **shown):  # a kill between steps: raise before step `steps` + 1
+            if self.step_index == steps:
+                raise KeyboardInterrupt
+            taken.append(self.step_index)
+            original(self, loss, **shown)
 
-            def step(self, loss, **shown):
-                if self.step_index == steps:
-                    raise KeyboardInterrupt
-                original(self, loss, **shown)
-
-            loop.Trainer.step = step
-            try:
+        loop.Trainer.step = step
+        try:
+            if steps < 12:
                 with pytest.raises(KeyboardInterrupt):
                     train_preference(model, TRAIN, cfg)
-            finally:
-                loop.Trainer.step = original
-            return None, None
-        return model, train_preference(model, TRAIN, cfg)
+                return None, None
+            return model, train_preference(model, TRAIN, cfg)
+        finally:
+            loop.Trainer.step = original
 
     straight, history = run(12, None)
     run(7, tmp_path / "state")
+    taken.clear()
     resumed, resumed_history = run(12, tmp_path / "state")
+    assert taken == list(range(7, 12))  # the 7 finished steps were not redone
     for (name, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters()):
         assert torch.equal(a, b), name
     assert resumed_history == history and len(history) == 12
