@@ -23,8 +23,6 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import torch
-
 from harness.errors import ConfigError
 from harness.gguf_convert import cache_root
 from harness.recipes.chat_templates import ensure_chat_template
@@ -132,6 +130,8 @@ def run_recipe(recipe: str | RecipeSpec, *, steps: int | None = None, cache_dir=
         metadata = {"recipe": settings, "base": {"source": spec.base, **base.identity}, "result": result,
                     "chat_template_added": template_set, "behaviour": spec.behaviour, "complete": True}
         save_checkpoint(aligned, folder, metadata=metadata, description=spec.description, tokenizer=base.tokenizer)
+        # The copy still carries the base's identity; runs must name it as what it now is.
+        aligned.identity = {**aligned.identity, "name": folder.name, "source": str(folder), "weights_sha256": None}
         log(f"[{spec.name}] saved {folder}")
     out_dict = {"name": spec.name, "checkpoint": folder, **result, "timings": timings}
 
@@ -141,7 +141,7 @@ def run_recipe(recipe: str | RecipeSpec, *, steps: int | None = None, cache_dir=
         name = run_name or f"{spec.name}-eval"
         t0 = time.perf_counter()
         log(f"[{spec.name}] evaluating base vs aligned on the {spec.eval_suite!r} suite -> run {name}")
-        run = _finished_run(runs_dir, name) or run_eval(
+        run = _finished_run(runs_dir, name, aligned) or run_eval(
             {"base": base, "aligned": aligned}, spec.eval_suite, runs_dir=runs_dir, name=name, limit=eval_limit,
             batch_size=eval_batch_size, command=["harness", "recipe", "run", spec.name])
         timings["eval_s"] = time.perf_counter() - t0
@@ -178,12 +178,19 @@ def _train(spec: RecipeSpec, base, train: list[dict], heldout: list[dict], state
     return result, model
 
 
-def _finished_run(runs_dir, name: str):
+def _finished_run(runs_dir, name: str, aligned):
+    """The complete eval run called `name`, if there is one and it evaluated these aligned weights."""
+    from harness.loading import weights_fingerprint
     from harness.runs import RunStore
 
     store = RunStore(runs_dir)
-    if (store.root / name).is_dir():
-        run = store.open(name)
-        if run.status == "complete":
-            return run
-    return None
+    if not (store.root / name).is_dir():
+        return None
+    run = store.open(name)
+    if run.status != "complete":
+        return None  # run_eval resumes it
+    evaluated = (run.manifest.get("models") or {}).get("aligned", {}).get("weights_sha256")
+    if evaluated != weights_fingerprint(aligned):
+        raise ConfigError(f"eval run {name!r} in {store.root} evaluated other aligned weights than this checkpoint; "
+                          "pass another run name (--name) or remove that run")
+    return run

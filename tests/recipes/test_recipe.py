@@ -80,6 +80,11 @@ def test_recipe_trains_saves_evaluates_and_resumes(tiny_gemma, tmp_path):
     with torch.no_grad():
         assert (aligned(tokens) - base(tokens)).abs().max() > 1e-4  # the merged adapters are in the weights
 
+    from harness.runs import RunStore
+
+    evaluated = RunStore(tmp_path / "runs").open(result["eval_run"].name).manifest["models"]
+    assert evaluated["aligned"]["name"] == folder.name and evaluated["aligned"]["source"] == str(folder)
+    assert evaluated["aligned"]["weights_sha256"] != evaluated["base"]["weights_sha256"]
     rows = result["comparison"]
     assert {(r["task"], r["metric"]) for r in rows} >= {("harness_refusal", "refusal_rate"),
                                                         ("harness_overrefusal", "over_refusal_rate")}
@@ -88,6 +93,10 @@ def test_recipe_trains_saves_evaluates_and_resumes(tiny_gemma, tmp_path):
     again = run_recipe(spec, **kw)
     assert any("reusing the finished checkpoint" in line for line in lines)
     assert again["eval_run"] == result["eval_run"] and again["margin_after"] == result["margin_after"]
+    # ... but not an eval run of other weights under the same name.
+    other = RecipeSpec(**{**spec.__dict__, "steps": 3})
+    with pytest.raises(ConfigError, match="evaluated other aligned weights"):
+        run_recipe(other, **kw)
 
 
 def test_data_without_held_out_rows_is_refused(tiny_gemma, tmp_path):
