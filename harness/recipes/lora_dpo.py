@@ -29,7 +29,7 @@ from harness.recipes.chat_templates import ensure_chat_template
 from harness.recipes.pairs import PATH as REFUSAL_PAIRS
 from harness.training.checkpoint import read_metadata, save_checkpoint
 from harness.training.data import examples
-from harness.training.loop import STATE_JSON
+from harness.training.loop import saved_step
 from harness.training.lora import DEFAULT_TARGETS, add_lora, merge_lora
 from harness.training.preference import PreferenceConfig, preference_margin, train_preference
 
@@ -160,9 +160,8 @@ def _train(spec: RecipeSpec, base, train: list[dict], heldout: list[dict], state
     adapter_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"[{spec.name}] LoRA r={spec.lora_r} on {', '.join(spec.lora_targets)}: {adapter_params / 1e6:.2f}M "
         f"trainable parameters; DPO for {spec.steps} steps of {spec.batch_size} pairs ({len(train)} train pairs)")
-    saved = state_dir / STATE_JSON
-    if saved.is_file():
-        done = json.loads(saved.read_text()).get("step", 0)
+    done = saved_step(state_dir)
+    if done is not None:
         log(f"[{spec.name}] resuming after step {done} from the state saved in {state_dir}")
     history = train_preference(model, train, _preference_config(spec, state_dir, show_progress))
     merge_lora(model)

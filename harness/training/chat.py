@@ -74,3 +74,13 @@ def token_logps(model, tokens: torch.Tensor, attention_mask: torch.Tensor | None
     logits = model(tokens, attention_mask=attention_mask if left_padded else None)
     logps = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     return logps.gather(-1, tokens[:, 1:, None])[..., 0]
+
+
+def scored_token_logps(model, tokens: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, log p) of every scored token of a right-padded batch: `loss_mask` [b, t-1] as
+    `collate` makes it. Only scored positions are unembedded: with a large vocabulary (Gemma's
+    262k) the logits of the prompt positions would cost as much as the rest of the model."""
+    resid = model(tokens, stop_at_layer=model.cfg.n_layers)  # right padding needs no attention mask
+    row, pos = loss_mask.nonzero(as_tuple=True)  # position pos predicts token pos + 1
+    logps = torch.log_softmax(model.unembed_residual(resid[row, pos]).float(), dim=-1)
+    return row, logps.gather(-1, tokens[row, pos + 1][:, None])[:, 0]

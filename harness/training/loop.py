@@ -39,6 +39,15 @@ class TrainConfig:
     save_every: int = 10  # steps between saves of that state
 
 
+def saved_step(state_dir) -> int | None:
+    """The step a training state in `state_dir` was saved after, or None if there is none."""
+    path = Path(state_dir).expanduser() / STATE_JSON
+    try:
+        return json.loads(path.read_text())["step"] if path.is_file() else None
+    except (OSError, ValueError, KeyError) as err:
+        raise CheckpointError(f"cannot read the training state {path}: {err}; delete it to start over") from None
+
+
 class Trainer:
     """One optimizer over the trainable parameters, stepped with clipping and the LR schedule."""
 
@@ -78,9 +87,10 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.opt.step()
         self.step_index += 1
-        self.history.append({"loss": loss.item(), **shown})
+        value = loss.item()
+        self.history.append({"loss": value, **shown})
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{loss.item():.4f}", **{k: f"{v:.3f}" for k, v in shown.items()})
+        self.bar.set_postfix(loss=f"{value:.4f}", **{k: f"{v:.3f}" for k, v in shown.items()})
         if self.autosave and (self.step_index % self.cfg.save_every == 0 or self.step_index == self.total):
             self.save_state()
 

@@ -18,7 +18,7 @@ import torch
 
 from harness.errors import ConfigError
 from harness.training import losses as L
-from harness.training.chat import Encoded, collate, encode_pair, require_chat_template
+from harness.training.chat import Encoded, collate, encode_pair, require_chat_template, scored_token_logps
 from harness.training.data import examples as check_examples
 from harness.training.loop import TrainConfig, Trainer
 from harness.training.sft import pad_id
@@ -41,18 +41,11 @@ class PreferenceConfig(TrainConfig):
 
 
 def sequence_logps(model, rows: list[Encoded]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed response log-probs [n] and response lengths [n] of encoded rows (one forward).
-
-    Only response positions are unembedded: with a large vocabulary (Gemma's 262k) the logits of
-    the prompt positions would cost as much as the rest of the model and are never used."""
+    """Summed response log-probs [n] and response lengths [n] of encoded rows (one forward)."""
     batch = {k: v.to(model.device) for k, v in collate(rows, pad_id(model.tokenizer)).items()}
-    tokens, scored = batch["tokens"], batch["loss_mask"]
-    resid = model(tokens, stop_at_layer=model.cfg.n_layers)  # right padding needs no attention mask
-    row, pos = scored.nonzero(as_tuple=True)  # position pos predicts token pos + 1
-    logps = torch.log_softmax(model.unembed_residual(resid[row, pos]).float(), dim=-1)
-    picked = logps.gather(-1, tokens[row, pos + 1][:, None])[:, 0]
+    row, picked = scored_token_logps(model, batch["tokens"], batch["loss_mask"])
     sums = torch.zeros(len(rows), dtype=picked.dtype, device=picked.device).index_add(0, row, picked)
-    return sums, scored.sum(-1).to(picked.dtype)
+    return sums, batch["loss_mask"].sum(-1).to(picked.dtype)
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.training.chat import Encoded, collate, encode_pair, require_chat_template, token_logps
+from harness.training.chat import Encoded, collate, encode_pair, require_chat_template, scored_token_logps
 from harness.training.data import examples as check_examples
 from harness.training.loop import TrainConfig, Trainer
 
@@ -25,9 +25,8 @@ class SFTConfig(TrainConfig):
 
 def masked_nll(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean negative log-likelihood over the scored (response) tokens of a collated batch."""
-    logps = token_logps(model, batch["tokens"], batch["attention_mask"])
-    mask = batch["loss_mask"].to(logps.dtype)
-    return -(logps * mask).sum() / mask.sum().clamp(min=1)
+    _, picked = scored_token_logps(model, batch["tokens"], batch["loss_mask"])
+    return -picked.sum() / max(picked.numel(), 1)
 
 
 def pad_id(tokenizer) -> int:
