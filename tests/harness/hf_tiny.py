@@ -89,3 +89,22 @@ def assert_fused_matches_eager(ours, tokens, name: str, tol: float = 1e-4):
     pattern = cache["blocks.0.attn.hook_pattern"]
     assert torch.allclose(pattern.sum(-1), torch.ones(()), atol=1e-5)
     assert pattern.triu(1).abs().max().item() == 0  # causal
+
+
+def gpt2_pair(use_attn_result: bool = False):
+    """(ours, TransformerLens) on the same tiny GPT-2 ("gpt2-odd-heads"), TransformerLens without
+    weight processing so every activation is comparable."""
+    import harness
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens.pretrained.weight_conversions.gpt2 import convert_gpt2_weights
+
+    hf = build("gpt2-odd-heads")
+    c = hf.config
+    tl_cfg = HookedTransformerConfig(
+        n_layers=c.n_layer, d_model=c.n_embd, n_heads=c.n_head, d_head=c.n_embd // c.n_head, d_mlp=4 * c.n_embd,
+        d_vocab=c.vocab_size, n_ctx=c.n_positions, act_fn="gelu_new", normalization_type="LN", eps=c.layer_norm_epsilon,
+        positional_embedding_type="standard", use_attn_result=use_attn_result, default_prepend_bos=False,
+    )
+    tl = HookedTransformer(tl_cfg)
+    tl.load_state_dict(convert_gpt2_weights(hf, tl_cfg), strict=False)
+    return harness.load(hf).eval(), tl.eval()

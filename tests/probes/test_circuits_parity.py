@@ -3,27 +3,15 @@
 import pytest
 import torch
 import transformer_lens.patching as tlp
-from transformer_lens import HookedTransformer, HookedTransformerConfig
-from transformer_lens.pretrained.weight_conversions.gpt2 import convert_gpt2_weights
 
-import harness
 from probes.circuits import ablate, logit_diff, patching
-from tests.harness.hf_tiny import build
+from tests.harness.hf_tiny import gpt2_pair
 from tests.probes.circuits_models import pair
 
 
 @pytest.fixture(scope="module")
 def models():
-    hf = build("gpt2-odd-heads")
-    c = hf.config
-    tl_cfg = HookedTransformerConfig(
-        n_layers=c.n_layer, d_model=c.n_embd, n_heads=c.n_head, d_head=c.n_embd // c.n_head, d_mlp=4 * c.n_embd,
-        d_vocab=c.vocab_size, n_ctx=c.n_positions, act_fn="gelu_new", normalization_type="LN",
-        eps=c.layer_norm_epsilon, positional_embedding_type="standard", default_prepend_bos=False,
-    )
-    tl = HookedTransformer(tl_cfg)
-    tl.load_state_dict(convert_gpt2_weights(hf, tl_cfg), strict=False)
-    return harness.load(hf).eval(), tl.eval()
+    return gpt2_pair(use_attn_result=False)
 
 
 CASES = [
