@@ -8,8 +8,9 @@ Layout: config.json, model.safetensors in HF key names, the tokenizer (save_pret
 harness.json (our metadata) and zoo.json (what `harness models` shows). A model loaded from a
 transformers checkpoint is written back in its own family's layout (its config and original key
 names, kept by `harness.load`), so a fine-tuned Gemma 3 or an edited Mixtral saves as what it
-was; a model built from scratch is written as a Llama (`LlamaConfig`). The folder is written beside its target and renamed into place, so a killed save
-leaves the old checkpoint or the new one, never half of one.
+was; a model built from scratch is written as a Llama (`LlamaConfig`). The folder is written
+beside its target and renamed into place, so a killed save leaves the old checkpoint or the new
+one, never half of one.
 """
 
 from __future__ import annotations
