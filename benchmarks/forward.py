@@ -2,6 +2,7 @@
 
 Prints, at fixed threads, batch and length:
   ours (no hooks)          vs transformers with sdpa and eager attention  (target <= 1.05 vs sdpa)
+  ours with F.linear       the same, with our CPU oneDNN matmul turned off (harness.models.linear)
   ours run_with_cache      of every hook_resid_post vs our plain forward  (target <= 1.25)
   ours run_with_cache      vs TransformerLens's HookedTransformer run_with_cache, same weights (target: faster)
 
@@ -21,6 +22,7 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 import harness  # noqa: E402
 from benchmarks.timing import interleaved_medians  # noqa: E402
 from harness import zoo  # noqa: E402
+from harness.models.linear import cpu_matmul, using_cpu_matmul  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 
@@ -68,6 +70,7 @@ def main() -> None:
     tl = transformer_lens_copy(folder)
     fns = {
         "ours forward": lambda: ours(tokens),
+        "ours forward, F.linear": lambda: with_aten(lambda: ours(tokens)),
         "transformers sdpa": lambda: hf_models["sdpa"](tokens, use_cache=False),
         "transformers eager": lambda: hf_models["eager"](tokens, use_cache=False),
         "ours run_with_cache": lambda: ours.run_with_cache(tokens, names_filter=resid_names),
@@ -77,15 +80,22 @@ def main() -> None:
         results = interleaved_medians(fns, repeats=args.repeats)
 
     print(f"{MODEL}: batch {args.batch} x {args.length} tokens, fp32, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved repeats")
+          f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved repeats, "
+          f"our CPU matmul: {cpu_matmul()}")
     for name, seconds in results.items():
         print(f"  {name:32s} {seconds * 1000:9.1f} ms")
     r = results
     print(f"  ratio ours / transformers sdpa         {r['ours forward'] / r['transformers sdpa']:.3f}  (target <= 1.05)")
+    print(f"  ratio ours with F.linear / sdpa        {r['ours forward, F.linear'] / r['transformers sdpa']:.3f}")
     print(f"  ratio ours / transformers eager        {r['ours forward'] / r['transformers eager']:.3f}")
     print(f"  ratio run_with_cache / ours forward    {r['ours run_with_cache'] / r['ours forward']:.3f}  (target <= 1.25)")
     print(f"  ratio ours / TransformerLens (cache)   "
           f"{r['ours run_with_cache'] / r['TransformerLens run_with_cache']:.3f}  (target < 1)")
+
+
+def with_aten(fn):
+    with using_cpu_matmul("aten"):
+        return fn()
 
 
 if __name__ == "__main__":

@@ -1,16 +1,17 @@
 """Mixture-of-experts forward: ours vs transformers on the same weights, batch and threads; and the
 cost of caching every expert-level hook.
 
-    .venv/bin/python -m benchmarks.moe [--threads 1] [--batch 4] [--seq 128] [--repeats 5]
+    .venv/bin/python -m benchmarks.moe [--threads 1] [--batch 4] [--seq 128] [--pairs 20]
 
 Each family is a randomly initialised transformers model of a few layers (sizes printed), loaded
 into the harness in memory. transformers runs its default experts implementation (grouped matmul
 where torch has it) and SDPA attention.
 
-Whole forward: `--pairs` back-to-back pairs of runs in alternating order; the ratio is the median
-of the per-pair ratios ours / transformers (below 1.0 means we are faster) with a 95% bootstrap
-interval, because both spend over 90% of the time in the same BLAS matmuls and the difference
-sits inside run-to-run noise. MoE block and hook cost: medians of `repeats` interleaved runs.
+Every figure is a ratio over `--pairs` back-to-back pairs of runs in alternating order: the median
+of the per-pair ratios (below 1.0 means we are faster) with a 95% bootstrap interval. Whole
+forward and MoE block are each given twice: as we run by default (float32 inference on CPU through
+oneDNN's matmul, harness.models.linear) and with that turned off, where both sides run the same
+MKL matmuls and differ only by noise. Hook cost: caching every expert-level hook vs no hooks.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import torch  # noqa: E402
 import transformers as tf  # noqa: E402
 
 import harness  # noqa: E402
-from benchmarks.timing import interleaved_medians, paired_ratio  # noqa: E402
+from benchmarks.timing import paired_ratio  # noqa: E402
+from harness.models.linear import cpu_matmul, using_cpu_matmul  # noqa: E402
 
 D, LAYERS, HEADS, VOCAB = 512, 4, 8, 2000
 
@@ -45,51 +47,53 @@ def configs():
     }
 
 
-def medians_ms(fns: dict, repeats: int) -> dict[str, float]:
-    """Median milliseconds of each function, timed in turn within every repeat."""
-    return {name: seconds * 1e3 for name, seconds in interleaved_medians(fns, repeats=repeats).items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--pairs", type=int, default=20, help="alternating pairs for the whole-forward ratio")
+    parser.add_argument("--pairs", type=int, default=20, help="alternating pairs per ratio")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, transformers {tf.__version__}, torch threads {torch.get_num_threads()}, "
-          f"batch {args.batch} x {args.seq} tokens, d_model {D}, {LAYERS} layers, fp32, median of {args.repeats}")
+          f"batch {args.batch} x {args.seq} tokens, d_model {D}, {LAYERS} layers, fp32, {args.pairs} pairs per ratio, "
+          f"our CPU matmul: {cpu_matmul()}")
     tokens = torch.randint(0, VOCAB, (args.batch, args.seq), generator=torch.Generator().manual_seed(0))
     x = torch.randn(args.batch, args.seq, D, generator=torch.Generator().manual_seed(1))
-    rows = []
-    for name, (cls, config) in configs().items():
-        torch.manual_seed(0)
-        config._attn_implementation = "sdpa"
-        hf = cls(config).eval()
-        ours = harness.load(hf)
-        layer = LAYERS - 1  # a MoE layer in every family here
-        with torch.no_grad():
-            assert (hf(tokens).logits - ours(tokens)).abs().max().item() < 1e-3, name
-            _, cache = ours.run_with_cache(tokens, names_filter=expert_hooks)
-            whole = paired_ratio(lambda: ours(tokens), lambda: hf(tokens, use_cache=False), repeats=args.pairs)
-            t = medians_ms({
-                "ours": lambda: ours(tokens),
-                "cached": lambda: ours.run_with_cache(tokens, names_filter=expert_hooks),
-                "hf_block": lambda: hf.model.layers[layer].mlp(x),
-                "ours_block": lambda: ours.blocks[layer].mlp(x),
-            }, args.repeats)
-        rows.append((name, whole, t, len(cache)))
-        del hf, ours, cache
+    rows = [measure(name, cls, config, tokens, x, args.pairs) for name, (cls, config) in configs().items()]
 
-    print(f"\n{'model':48s} {'forward: transformers':>21s} {'ours':>7s} {'ratio [95% CI]':>18s} | "
-          f"{'MoE block: transformers':>23s} {'ours':>6s} {'ratio':>5s} | {'ours + expert hooks cached':>26s} {'cost':>5s}")
-    for name, whole, t, n_hooks in rows:
-        interval = f"{whole['ratio']:.3f} [{whole['ci_low']:.2f}, {whole['ci_high']:.2f}]"
-        print(f"{name:48s} {whole['reference_s'] * 1e3:18.1f} ms {whole['ours_s'] * 1e3:7.1f} {interval:>18s} | "
-              f"{t['hf_block']:20.1f} ms {t['ours_block']:6.1f} {t['ours_block'] / t['hf_block']:5.2f} | "
-              f"{t['cached']:11.1f} ms ({n_hooks:3d} hooks) {t['cached'] / t['ours']:4.2f}x")
+    print(f"\n{'model':48s} | {'forward: transformers':>21s} {'ours':>6s} {'ratio [95% CI]':>18s} "
+          f"{'with F.linear':>18s} | {'MoE block: transformers':>23s} {'ours':>5s} {'ratio [95% CI]':>18s} "
+          f"{'with F.linear':>18s} | {'expert hooks cached':>27s}")
+    for name, whole, whole_aten, block, block_aten, hooks, n_hooks in rows:
+        print(f"{name:48s} | {whole['reference_s'] * 1e3:18.1f} ms {whole['ours_s'] * 1e3:6.1f} {interval(whole)} "
+              f"{interval(whole_aten)} | {block['reference_s'] * 1e3:20.1f} ms {block['ours_s'] * 1e3:5.1f} "
+              f"{interval(block)} {interval(block_aten)} | {n_hooks:3d} hooks {interval(hooks)}x")
+
+
+def measure(name: str, cls, config, tokens: torch.Tensor, x: torch.Tensor, pairs: int) -> tuple:
+    torch.manual_seed(0)
+    config._attn_implementation = "sdpa"
+    hf = cls(config).eval()
+    ours = harness.load(hf)
+    layer = LAYERS - 1  # a MoE layer in every family here
+    with torch.no_grad():
+        assert (hf(tokens).logits - ours(tokens)).abs().max().item() < 1e-3, name
+        _, cache = ours.run_with_cache(tokens, names_filter=expert_hooks)
+        hf_forward, hf_block = lambda: hf(tokens, use_cache=False), lambda: hf.model.layers[layer].mlp(x)
+        ours_forward, ours_block = lambda: ours(tokens), lambda: ours.blocks[layer].mlp(x)
+        whole = paired_ratio(ours_forward, hf_forward, repeats=pairs)
+        block = paired_ratio(ours_block, hf_block, repeats=pairs)
+        with using_cpu_matmul("aten"):
+            whole_aten = paired_ratio(ours_forward, hf_forward, repeats=pairs)
+            block_aten = paired_ratio(ours_block, hf_block, repeats=pairs)
+        hooks = paired_ratio(lambda: ours.run_with_cache(tokens, names_filter=expert_hooks), ours_forward,
+                             repeats=pairs)
+    return name, whole, whole_aten, block, block_aten, hooks, len(cache)
+
+
+def interval(r: dict) -> str:
+    return f"{r['ratio']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]".rjust(18)
 
 
 def expert_hooks(name: str) -> bool:

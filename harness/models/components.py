@@ -16,6 +16,7 @@ from transformer_lens.hook_points import HookPoint
 
 from harness.errors import UnsupportedArchitectureError
 from harness.models.config import ModelConfig
+from harness.models.linear import Linear
 
 # ---------------------------------------------------------------------------------------- norms
 
@@ -197,10 +198,10 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg, self.layer = cfg, layer
         h, kv, dh = cfg.n_heads, cfg.n_kv_heads, cfg.d_head
-        self.q_proj = nn.Linear(cfg.d_model, h * dh, bias=cfg.attn_bias)
-        self.k_proj = nn.Linear(cfg.d_model, kv * dh, bias=cfg.attn_bias)
-        self.v_proj = nn.Linear(cfg.d_model, kv * dh, bias=cfg.attn_bias)
-        self.o_proj = nn.Linear(h * dh, cfg.d_model, bias=cfg.attn_out_bias)
+        self.q_proj = Linear(cfg.d_model, h * dh, bias=cfg.attn_bias)
+        self.k_proj = Linear(cfg.d_model, kv * dh, bias=cfg.attn_bias)
+        self.v_proj = Linear(cfg.d_model, kv * dh, bias=cfg.attn_bias)
+        self.o_proj = Linear(h * dh, cfg.d_model, bias=cfg.attn_out_bias)
         if cfg.qk_norm:
             self.q_norm = Norm(dh, "rmsnorm", cfg.norm_eps, cfg.norm_offset)
             self.k_norm = Norm(dh, "rmsnorm", cfg.norm_eps, cfg.norm_offset)
@@ -313,10 +314,10 @@ class MLP(nn.Module):
         self.gated = cfg.gated_mlp
         self.act = activation(cfg.act_fn)
         if self.gated:
-            self.gate_proj = nn.Linear(cfg.d_model, d_mlp, bias=cfg.mlp_bias)
+            self.gate_proj = Linear(cfg.d_model, d_mlp, bias=cfg.mlp_bias)
             self.hook_pre_linear = HookPoint()
-        self.up_proj = nn.Linear(cfg.d_model, d_mlp, bias=cfg.mlp_bias)
-        self.down_proj = nn.Linear(d_mlp, cfg.d_model, bias=cfg.mlp_bias)
+        self.up_proj = Linear(cfg.d_model, d_mlp, bias=cfg.mlp_bias)
+        self.down_proj = Linear(d_mlp, cfg.d_model, bias=cfg.mlp_bias)
         self.hook_pre = HookPoint()
         self.hook_post = HookPoint()
 

@@ -18,6 +18,7 @@ from transformer_lens.hook_points import HookPoint
 from harness.errors import UnsupportedArchitectureError
 from harness.models.components import Attention, Norm, _has_hooks, apply_rotary, effective_weight
 from harness.models.config import ModelConfig
+from harness.models.linear import Linear
 
 LATENT_NORM_EPS = 1e-6  # transformers builds the latent norms with the default eps, not rms_norm_eps
 
@@ -44,16 +45,16 @@ class LatentAttention(Attention):
         self.d_rope, self.d_v = cfg.rotary_dim, cfg.v_head_dim or cfg.d_head
         self.d_nope = d_qk - self.d_rope
         if cfg.q_lora_rank is not None:
-            self.q_a_proj = nn.Linear(cfg.d_model, cfg.q_lora_rank, bias=cfg.attn_bias)
+            self.q_a_proj = Linear(cfg.d_model, cfg.q_lora_rank, bias=cfg.attn_bias)
             self.q_a_norm = Norm(cfg.q_lora_rank, "rmsnorm", LATENT_NORM_EPS)
-            self.q_b_proj = nn.Linear(cfg.q_lora_rank, h * d_qk, bias=False)
+            self.q_b_proj = Linear(cfg.q_lora_rank, h * d_qk, bias=False)
             self.hook_q_latent = HookPoint()
         else:
-            self.q_proj = nn.Linear(cfg.d_model, h * d_qk, bias=False)
-        self.kv_a_proj = nn.Linear(cfg.d_model, cfg.kv_lora_rank + self.d_rope, bias=cfg.attn_bias)
+            self.q_proj = Linear(cfg.d_model, h * d_qk, bias=False)
+        self.kv_a_proj = Linear(cfg.d_model, cfg.kv_lora_rank + self.d_rope, bias=cfg.attn_bias)
         self.kv_a_norm = Norm(cfg.kv_lora_rank, "rmsnorm", LATENT_NORM_EPS)
-        self.kv_b_proj = nn.Linear(cfg.kv_lora_rank, h * (self.d_nope + self.d_v), bias=False)
-        self.o_proj = nn.Linear(h * self.d_v, cfg.d_model, bias=cfg.attn_out_bias)
+        self.kv_b_proj = Linear(cfg.kv_lora_rank, h * (self.d_nope + self.d_v), bias=False)
+        self.o_proj = Linear(h * self.d_v, cfg.d_model, bias=cfg.attn_out_bias)
         self.scale = cfg.attn_scale if cfg.attn_scale is not None else d_qk**-0.5
         names = ("q", "k", "v", "rot_q", "rot_k", "attn_scores", "pattern", "z", "result", "kv_latent")
         for name in names:

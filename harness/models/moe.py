@@ -2,8 +2,8 @@
 
 A router scores every expert for every token and keeps the top k. The (token, expert) pairs are
 then grouped by expert with one stable sort, so each expert runs once on a contiguous slice (all
-of them in one grouped matmul when no expert is hooked), and each token's k weighted outputs are
-summed. Hooks expose the routing and each expert's input and output.
+of them in one grouped matmul when no expert is hooked, except where a per-expert loop is faster),
+and each token's k weighted outputs are summed. Hooks expose the routing and each expert's input and output.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from transformer_lens.hook_points import HookPoint
 
 from harness.models.components import MLP, _has_hooks, activation
 from harness.models.config import ModelConfig
+from harness.models.linear import linear, takes_onednn
 
 
 class Router(nn.Module):
@@ -37,8 +38,8 @@ class Router(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Router logits [..., n_experts]."""
         if self.cfg.router_scoring == "sigmoid":
-            return F.linear(x.float(), self.weight.float())  # DeepSeek routes in float32
-        return F.linear(x, self.weight)
+            return linear(x.float(), self.weight.float())  # DeepSeek routes in float32
+        return linear(x, self.weight)
 
     def select(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(weights, indices), each [..., k], from router logits; weights are float32."""
@@ -84,7 +85,9 @@ class Experts(nn.Module):
     [experts, d_model, hidden]. Child `{e}` holds expert e's hooks (`experts.{e}.hook_in` ...).
 
     Input rows arrive grouped by expert. With no expert hook attached, one grouped matmul serves
-    all experts; otherwise a loop over experts runs each on its slice so each can be hooked."""
+    all experts; otherwise a loop runs each expert on its slice, so each can be hooked. The loop
+    also serves float32 inference on CPU, where one oneDNN linear per expert
+    (harness.models.linear) is faster than torch's CPU grouped matmul, which uses MKL's."""
 
     def __init__(self, cfg: ModelConfig, d_hidden: int):
         super().__init__()
@@ -106,7 +109,8 @@ class Experts(nn.Module):
     def forward(self, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """rows [n, d_model] grouped by expert, counts [experts] -> unweighted outputs [n, d_model]."""
         hooks = [self[i] for i in range(len(self))]
-        if self.grouped_ok and rows.shape[0] and not any(h.hooked for h in hooks):
+        grouped = self.grouped_ok and rows.shape[0] and not takes_onednn(rows, self.gate_up_proj)
+        if grouped and not any(h.hooked for h in hooks):
             try:
                 return self._grouped(rows, counts)
             except (RuntimeError, NotImplementedError):  # no kernel for this device or dtype
@@ -125,9 +129,10 @@ class Experts(nn.Module):
         for e, (x, hook) in enumerate(zip(rows.split(counts), hooks)):
             if not counts[e] and not hook.hooked:
                 continue  # an idle expert runs (on no rows) only if someone watches it
-            gate, up = F.linear(hook.hook_in(x), self.gate_up_proj[e]).chunk(2, dim=-1)
-            post = hook.hook_post(self.act(hook.hook_pre(gate)) * hook.hook_pre_linear(up))
-            outs.append(hook.hook_out(F.linear(post, self.down_proj[e])))
+            gate, up = linear(hook.hook_in(x), self.gate_up_proj[e]).chunk(2, dim=-1)
+            hidden, up = self.act(hook.hook_pre(gate)), hook.hook_pre_linear(up)
+            post = hook.hook_post(hidden.mul_(up) if not hidden.requires_grad else hidden * up)
+            outs.append(hook.hook_out(linear(post, self.down_proj[e])))
         return torch.cat(outs) if outs else rows.new_zeros(0, rows.shape[1])
 
 

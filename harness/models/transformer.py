@@ -20,6 +20,7 @@ from transformer_lens.hook_points import HookPoint
 from harness.errors import HookNameError, ShapeError
 from harness.models.components import MLP, Attention, AttentionMask, LayerKV, Norm, Rotary
 from harness.models.config import ModelConfig
+from harness.models.linear import Linear
 from harness.models.mla import LatentAttention
 from harness.models.moe import MoE
 
@@ -90,7 +91,7 @@ class HookedLM(HookedRootModule):
                 self.rotary["sliding"] = Rotary(rot_dim, theta, scaling)
         self.blocks = nn.ModuleList([self.build_block(cfg, i) for i in range(cfg.n_layers)])
         self.ln_final = Norm(cfg.d_model, cfg.norm, cfg.norm_eps, cfg.norm_offset)
-        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=False)
+        self.unembed = Linear(cfg.d_model, cfg.d_vocab, bias=False)
         if cfg.tie_embeddings:
             self.unembed.weight = self.embed.weight
         self.setup()
