@@ -33,7 +33,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-kl", dest="kl", action="store_false", help="skip the next-token KL between models")
     p.add_argument("--chat-template", metavar="NAME",
                    help="give tokenizers without a chat template this one (gemma-turns: Gemma's turn format), "
-                        "so a base model is prompted like its chat-tuned descendant")
+                        "so a base model is prompted like its chat-tuned descendant. By default such a tokenizer "
+                        "borrows the other models' template when it has their vocabulary; 'as-shipped' leaves "
+                        "every tokenizer as it came")
     p.set_defaults(func=cmd_eval)
 
 

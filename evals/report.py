@@ -67,6 +67,8 @@ def build_report_html(run: Run) -> str:
     parts = [f"<h1>Eval run {html.escape(run.name)}</h1>",
              f"<p>suite: {html.escape(str(run.manifest.get('config', {}).get('suite')))}; models: "
              f"{html.escape(', '.join(run.manifest.get('models', {})))}; status: {html.escape(str(run.status))}</p>",
+             *(f"<p><b>warning:</b> {html.escape(w)}</p>" for w in run.manifest.get("warnings", [])),
+             *(f"<p><b>note:</b> {html.escape(n)}</p>" for n in run.manifest.get("notes", [])),
              _table_html(comp.get("rows", []))]
     for n, fig in enumerate(figures):
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(n == 0)))

@@ -23,6 +23,7 @@ from evals.suites import Suite, TaskSpec, resolve_suite
 from harness.errors import HarnessError, RunError
 from harness.runs import Run, RunStore, check_name
 
+AS_SHIPPED = "as-shipped"  # chat_template value: prompt each model with its tokenizer's own template, if any
 RESULT_KEYS = ("results", "configs", "versions", "n-shot", "higher_is_better", "n-samples")
 OFFLINE_HINTS = ("offline", "connection", "couldn't reach", "could not reach", "datasetnotfound",
                  "hub", "network", "resolve", "not found on the hugging face")
@@ -47,15 +48,20 @@ def run_eval(
     """Evaluate `models` (label -> HookedLM or anything harness.load accepts) on `suite`.
 
     The first model is the baseline every other model is compared with. Returns the Run. Raises
-    HarnessError after writing everything it could when a model or task failed. `chat_template`
-    names a template (harness.recipes.chat_templates) given to every tokenizer that has none, so a
-    base checkpoint is prompted in the same format as its chat-tuned descendant.
+    HarnessError after writing everything it could when a model or task failed.
+
+    Chat tasks compare models fairly only when every model is prompted in the same format. By
+    default a model whose tokenizer has no chat template borrows the others' template when they
+    share one and its vocabulary (a base checkpoint against its chat-tuned descendant); the run's
+    manifest says so. `chat_template` instead names a template (harness.recipes.chat_templates)
+    for every tokenizer that has none, and "as-shipped" leaves tokenizers alone (the run warns
+    when they differ).
     """
     if not models:
         raise HarnessError("no models to evaluate; pass at least one")
     for label in models:
         check_name(label, "model label")
-    if chat_template is not None:
+    if chat_template not in (None, AS_SHIPPED):
         from harness.recipes.chat_templates import check_template_name
 
         check_template_name(chat_template)
@@ -68,6 +74,8 @@ def run_eval(
     failures: list[str] = []
     try:
         task_manager = suite_obj.task_manager()
+        if chat_template is None and any(t.chat for t in suite_obj.tasks) and len(models) > 1:
+            _share_chat_template(run, models, loaded, device, console)
         for label, source in models.items():
             _evaluate_model(run, label, source, suite_obj, task_manager, loaded, failures, batch_size, device, console,
                             chat_template)
@@ -139,7 +147,7 @@ def _evaluate_model(run, label, source, suite, task_manager, loaded, failures, b
         failures.append(str(err))
         _say(console, f"[red]{err}[/]")
         return
-    if chat_template is not None and model.tokenizer is not None:
+    if chat_template not in (None, AS_SHIPPED) and model.tokenizer is not None:
         from harness.recipes.chat_templates import ensure_chat_template
 
         ensure_chat_template(model.tokenizer, chat_template)
@@ -162,9 +170,37 @@ def _evaluate_model(run, label, source, suite, task_manager, loaded, failures, b
         _say(console, f"{label}/{task.name}: done in {time.perf_counter() - start:.1f}s")
 
 
+def _share_chat_template(run: Run, models: dict, loaded: dict, device: str, console) -> None:
+    """Give a template-less tokenizer the one chat template the other models use, if it has their
+    vocabulary (so the template's turn markers mean the same tokens). Records what it did."""
+    for label, source in models.items():
+        if label not in loaded:
+            try:
+                loaded[label] = _load(label, source, device)
+            except HarnessError:
+                continue  # reported when the model's tasks run
+    tokenizers = {label: m.tokenizer for label, m in loaded.items() if m.tokenizer is not None}
+    templates = {label: getattr(t, "chat_template", None) for label, t in tokenizers.items()}
+    given = {label: t for label, t in templates.items() if isinstance(t, str) and t}
+    if not given or len(set(given.values())) > 1 or len(given) == len(templates):
+        return
+    donor = next(iter(given))
+    template, vocab = given[donor], tokenizers[donor].get_vocab()
+    for label, tokenizer in tokenizers.items():
+        if templates[label] or tokenizer.get_vocab() != vocab:
+            continue
+        tokenizer.chat_template = template
+        note = (f"{label} has no chat template; it was given {donor}'s (same vocabulary), so chat tasks prompt "
+                f"every model alike (--chat-template as-shipped to turn this off)")
+        run.manifest["notes"] = [*run.manifest.get("notes", []), note]
+        run.save_manifest()
+        _say(console, f"note: {note}")
+
+
 def _warn_mixed_templates(run: Run, loaded: dict, suite: Suite, console) -> None:
     """Chat tasks compare models fairly only if all of them, or none, are prompted through a chat
-    template; say so (and record it) when that is not the case."""
+    template; say so (and record it) when that is still not the case (no template could be shared,
+    or "as-shipped" was asked for)."""
     if not any(t.chat for t in suite.tasks) or len(loaded) < 2:
         return
     has = {label: bool(getattr(m.tokenizer, "chat_template", None)) for label, m in loaded.items()}

@@ -106,6 +106,21 @@ def test_evaluation_page(fx):
     ok(at)
 
 
+def test_evaluation_page_shows_the_runs_warnings_and_notes(fx, tmp_path, monkeypatch):
+    import shutil
+
+    source = RunStore(fx.runs).open("eval-tiny").path
+    copy = tmp_path / "runs" / "eval-tiny"
+    shutil.copytree(source, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest.update(warnings=["a prompted differently"], notes=["b was given a's chat template"])
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("INTERP_HARNESS_RUNS", str(tmp_path / "runs"))
+    at = ok(page("evaluation"))
+    assert [w.value for w in at.warning] == ["a prompted differently"]
+    assert "b was given a's chat template" in [i.value for i in at.info]
+
+
 def test_pages_without_runs_of_their_kind_say_how_to_make_one(tmp_path, monkeypatch):
     monkeypatch.setenv("INTERP_HARNESS_RUNS", str(tmp_path / "empty"))
     for name, command in [("evaluation", "harness eval"), ("features", "harness sae"), ("circuits", "harness circuits"),

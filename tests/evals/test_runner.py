@@ -163,9 +163,10 @@ def test_builtin_task_offline_is_a_clear_error(models, tmp_path, monkeypatch):
     assert RunStore(tmp_path).open("r6").status == "failed"
 
 
-def test_models_prompted_differently_are_flagged_and_chat_template_aligns_them(tmp_path):
-    """A base tokenizer without a chat template against a chat model: the run warns; with
-    chat_template= every model gets the template and the warning goes away."""
+def test_a_base_tokenizer_without_template_borrows_its_descendants(tmp_path):
+    """A base tokenizer without a chat template against a chat model of the same vocabulary: by
+    default it is given that template (and the manifest says so); as-shipped leaves it and warns;
+    a named template is given to it instead."""
     import copy
 
     from harness.errors import ConfigError
@@ -173,15 +174,38 @@ def test_models_prompted_differently_are_flagged_and_chat_template_aligns_them(t
     tok = tiny.tokenizer()
     plain = copy.deepcopy(tok)
     plain.chat_template = None
-    models = {"base": tiny.hooked(plain, seed=0), "aligned": tiny.hooked(tok, seed=1)}
-    run = run_eval(models, "harness_refusal", runs_dir=tmp_path, name="mixed", limit=2, kl=False, console=False)
-    assert "no chat template" in run.manifest["warnings"][0] and run.manifest["warnings"][0].startswith("base")
-    assert not run.read_json("tasks/base/harness_refusal.json")["chat_template_applied"]
 
-    models["base"].tokenizer = copy.deepcopy(plain)
-    run = run_eval(models, "harness_refusal", runs_dir=tmp_path, name="same", limit=2, kl=False, console=False,
-                   chat_template="gemma-turns")
+    def models():
+        return {"base": tiny.hooked(copy.deepcopy(plain), seed=0), "aligned": tiny.hooked(tok, seed=1)}
+
+    run = run_eval(models(), "harness_refusal", runs_dir=tmp_path, name="shared", limit=2, kl=False, console=False)
     assert "warnings" not in run.manifest
+    assert run.manifest["notes"][0].startswith("base has no chat template; it was given aligned's")
+    assert run.read_json("tasks/base/harness_refusal.json")["chat_template_applied"]
+    assert "<b>note:</b> base has no chat template" in (run.path / "report.html").read_text()
+
+    run = run_eval(models(), "harness_refusal", runs_dir=tmp_path, name="mixed", limit=2, kl=False, console=False,
+                   chat_template="as-shipped")
+    assert "no chat template" in run.manifest["warnings"][0] and run.manifest["warnings"][0].startswith("base")
+    assert "notes" not in run.manifest
+    assert not run.read_json("tasks/base/harness_refusal.json")["chat_template_applied"]
+    assert "<b>warning:</b> base has no chat template" in (run.path / "report.html").read_text()
+
+    run = run_eval(models(), "harness_refusal", runs_dir=tmp_path, name="named", limit=2, kl=False, console=False,
+                   chat_template="gemma-turns")
+    assert "warnings" not in run.manifest and "notes" not in run.manifest
     assert run.read_json("tasks/base/harness_refusal.json")["chat_template_applied"]
     with pytest.raises(ConfigError, match="unknown chat template 'nope'"):
-        run_eval(models, "harness_refusal", runs_dir=tmp_path, chat_template="nope", console=False)
+        run_eval(models(), "harness_refusal", runs_dir=tmp_path, chat_template="nope", console=False)
+
+
+def test_a_template_is_not_borrowed_across_vocabularies(tmp_path):
+    import copy
+
+    tok = tiny.tokenizer()
+    other = copy.deepcopy(tok)
+    other.chat_template = None
+    other.add_tokens(["<an-extra-token>"])  # a different vocabulary: the template's markers may mean other tokens
+    models = {"base": tiny.hooked(other, seed=0), "aligned": tiny.hooked(tok, seed=1)}
+    run = run_eval(models, "harness_refusal", runs_dir=tmp_path, name="apart", limit=2, kl=False, console=False)
+    assert "notes" not in run.manifest and run.manifest["warnings"][0].startswith("base has no chat template")

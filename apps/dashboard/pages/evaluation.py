@@ -18,6 +18,10 @@ if not labels:
     st.stop()
 st.caption(f"suite `{(manifest.get('config') or {}).get('suite')}` · models: "
            + ", ".join(f"**{m}**" + (" (baseline)" if i == 0 else "") for i, m in enumerate(labels)))
+for warning in manifest.get("warnings", []):
+    st.warning(warning)
+for note in manifest.get("notes", []):  # e.g. a chat template shared with a base model
+    st.info(note)
 
 st.plotly_chart(figures.scores_figure({m: evaldata.scores(path, m) for m in labels}), width="stretch")
 
