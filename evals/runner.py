@@ -192,8 +192,9 @@ def _share_chat_template(run: Run, models: dict, loaded: dict, device: str, cons
         tokenizer.chat_template = template
         note = (f"{label} has no chat template; it was given {donor}'s (same vocabulary), so chat tasks prompt "
                 f"every model alike (--chat-template as-shipped to turn this off)")
-        run.manifest["notes"] = [*run.manifest.get("notes", []), note]
-        run.save_manifest()
+        if note not in run.manifest.get("notes", []):  # a resumed run has said it already
+            run.manifest["notes"] = [*run.manifest.get("notes", []), note]
+            run.save_manifest()
         _say(console, f"note: {note}")
 
 

@@ -2,8 +2,9 @@
 
 A router scores every expert for every token and keeps the top k. The (token, expert) pairs are
 then grouped by expert with one stable sort, so each expert runs once on a contiguous slice (all
-of them in one grouped matmul when no expert is hooked, except where a per-expert loop is faster),
-and each token's k weighted outputs are summed. Hooks expose the routing and each expert's input and output.
+of them in one grouped matmul when no expert is hooked, except where a per-expert loop is
+faster), and each token's k weighted outputs are summed. Hooks expose the routing and each
+expert's input and output.
 """
 
 from __future__ import annotations
