@@ -40,6 +40,9 @@ def main() -> None:
 
     ours = harness.load(MODEL)
     hf = AutoModelForCausalLM.from_pretrained(zoo.resolve(MODEL), dtype=torch.float32, attn_implementation="sdpa").eval()
+    # No end-of-sequence token on either side, so both decode every step and pick the same tokens
+    # (min_new_tokens would instead ban EOS in transformers, and the two would part at the first EOS).
+    hf.generation_config.eos_token_id = None
     print(f"{MODEL}: fp32, torch {torch.__version__}, {torch.get_num_threads()} threads, prompt {args.prompt} tokens, "
           f"{args.new} new tokens, greedy, {args.pairs} pairs per ratio, our CPU matmul: {cpu_matmul()}")
     print(f"{'batch':>5s} {'transformers tok/s':>19s} {'ours tok/s':>11s} {'ratio [95% CI]':>20s} {'with F.linear':>20s}")
@@ -48,13 +51,15 @@ def main() -> None:
 
         def theirs():
             return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=args.new,
-                               min_new_tokens=args.new, do_sample=False, pad_token_id=0)
+                               do_sample=False, pad_token_id=0)
 
         def mine():
             return ours.generate(prompt, max_new_tokens=args.new, stop_at_eos=False)
 
         with torch.inference_mode():
-            same = (mine() == theirs()).float().mean().item()
+            ours_tokens, their_tokens = mine(), theirs()
+            assert ours_tokens.shape == their_tokens.shape == (batch, args.prompt + args.new)
+            same = (ours_tokens == their_tokens).float().mean().item()
             timed = paired_ratio(mine, theirs, repeats=args.pairs)
             with using_cpu_matmul("aten"):
                 plain = paired_ratio(mine, theirs, repeats=args.pairs)
