@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -66,6 +67,15 @@ def versions() -> dict[str, str | None]:
     if out["harness"] is None:  # running from a source checkout that is not pip-installed
         out["harness"] = _source_version()
     return out
+
+
+def compute_settings() -> dict[str, Any]:
+    """Settings besides versions that decide a run's floating-point results: torch's thread count
+    and the CPU matmul float32 inference uses (harness.models.linear). Read without importing torch."""
+    torch = sys.modules.get("torch")
+    linear = sys.modules.get("harness.models.linear")
+    return {"torch_threads": torch.get_num_threads() if torch else None,
+            "cpu_matmul": linear.cpu_matmul() if linear else os.environ.get("INTERP_HARNESS_CPU_MATMUL", "onednn")}
 
 
 def _source_version() -> str | None:
@@ -352,7 +362,8 @@ class RunStore:
             "manifest_version": MANIFEST_VERSION,
             "kind": kind, "name": path.name, "created": now_iso(), "finished": None,
             "command": command, "models": {}, "config": config or {}, "seed": seed,
-            "versions": versions(), "timings": {}, "status": "running", "metrics": {},
+            "versions": versions(), "compute": compute_settings(), "timings": {}, "status": "running",
+            "metrics": {},
             "artifacts": [],
         }
         run = Run(path, json.loads(dumps(manifest)))  # round trip: what is kept is what is saved

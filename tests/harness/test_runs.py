@@ -25,6 +25,15 @@ def test_create_writes_manifest(store):
     for key in ("python", "torch", "transformers", "transformer_lens", "sae_lens", "lm_eval", "harness"):
         assert key in m["versions"]
     assert m["versions"]["torch"] and m["versions"]["harness"]
+    assert m["compute"] == {"torch_threads": torch.get_num_threads(), "cpu_matmul": "onednn"}
+
+
+def test_manifest_records_the_cpu_matmul_in_use(store):
+    from harness.models.linear import using_cpu_matmul
+
+    with using_cpu_matmul("aten"):
+        run = store.create("demo", name="plain-matmul")
+    assert run.manifest["compute"]["cpu_matmul"] == "aten"
 
 
 def test_default_names_are_unique(store):
