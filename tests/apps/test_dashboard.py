@@ -74,6 +74,8 @@ def test_runs_page_lists_runs_and_shows_a_corrupt_manifest_on_its_card(fx):
     at.multiselect(key="filter_kinds").set_value(["circuits", "demo", "diff", "eval", "sae"]).run()
     at.selectbox(key="open_select").set_value("demo-tiny").run()
     assert not at.exception and len(charts(at)) == 1  # the demo's residual-norm figure
+    details = "\n".join(c.value for c in at.code)
+    assert '"cpu_matmul": "onednn"' in details and '"torch_threads"' in details  # the manifest's compute settings
     assert any("generations.jsonl" in str(df.value) for df in at.dataframe)
 
 

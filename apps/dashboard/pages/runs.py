@@ -72,5 +72,5 @@ st.dataframe([{"label": k, **{f: str(v.get(f, "")) for f in ("name", "family", "
 st.markdown("**Artifacts**")
 st.dataframe(m.get("artifacts") or [], hide_index=True, width="stretch")
 widgets.json_block(m.get("config") or {}, label="config")
-widgets.json_block({"timings": m.get("timings"), "versions": m.get("versions"), "seed": m.get("seed")},
-                   label="timings and versions")
+widgets.json_block({"timings": m.get("timings"), "versions": m.get("versions"), "compute": m.get("compute"),
+                    "seed": m.get("seed")}, label="timings, versions and compute settings")
