@@ -61,10 +61,11 @@ def run_eval(
         raise HarnessError("no models to evaluate; pass at least one")
     for label in models:
         check_name(label, "model label")
+    named_template = None  # the template to give tokenizers that lack one, if one was named
     if chat_template not in (None, AS_SHIPPED):
         from harness.recipes.chat_templates import check_template_name
 
-        check_template_name(chat_template)
+        named_template = check_template_name(chat_template)
     suite_obj = suite if isinstance(suite, Suite) else resolve_suite(suite, limit=limit)
     config = {"suite": suite_obj.name, "tasks": [vars(t) | {"source": str(t.source or "")} for t in suite_obj.tasks],
               "models": {k: _describe(v) for k, v in models.items()}, "limit": limit,
@@ -78,7 +79,7 @@ def run_eval(
             _share_chat_template(run, models, loaded, device, console)
         for label, source in models.items():
             _evaluate_model(run, label, source, suite_obj, task_manager, loaded, failures, batch_size, device, console,
-                            chat_template)
+                            named_template)
         labels = [m for m in models if _has_any_results(run, m, suite_obj)]
         _warn_mixed_templates(run, loaded, suite_obj, console)
         for label in labels:
@@ -147,7 +148,7 @@ def _evaluate_model(run, label, source, suite, task_manager, loaded, failures, b
         failures.append(str(err))
         _say(console, f"[red]{err}[/]")
         return
-    if chat_template not in (None, AS_SHIPPED) and model.tokenizer is not None:
+    if chat_template is not None and model.tokenizer is not None:
         from harness.recipes.chat_templates import ensure_chat_template
 
         ensure_chat_template(model.tokenizer, chat_template)
