@@ -113,18 +113,12 @@ def run_eval(
 def open_run(runs_dir, name: str | None, config: dict, command) -> Run:
     """A new eval run, or the unfinished run called `name` (resume)."""
     store = RunStore(runs_dir)
-    if name is not None and (store.root / name).is_dir():
-        run = store.open(name)
-        if run.manifest.get("kind") != "eval":
-            raise RunError(f"run {name!r} is a {run.manifest.get('kind')} run, not an eval; pick another --name")
-        if run.status == "complete":
-            raise RunError(f"eval run {name!r} is already complete in {store.root}; pick another --name")
-        if run.manifest.get("config", {}).get("suite") != config["suite"]:
-            raise RunError(f"run {name!r} evaluated suite {run.manifest['config'].get('suite')!r}, not "
-                           f"{config['suite']!r}; pick another --name")
-        run.manifest.update(status="running", error=None, resumed=run.manifest.get("resumed", 0) + 1)
-        run.save_manifest()
-        return run
+    if name is not None and store.path_of(name).is_dir():  # a name only: it cannot leave the runs folder
+        previous = store.open(name).manifest
+        suite = (previous.get("config") or {}).get("suite")
+        if previous.get("kind") == "eval" and suite != config["suite"]:
+            raise RunError(f"run {name!r} evaluated suite {suite!r}, not {config['suite']!r}; pick another --name")
+        return store.resume(name, "eval")
     return store.create("eval", name=name, command=command, config=config)
 
 

@@ -316,9 +316,44 @@ class Run:
         if exc_type is None:
             self.finish("complete")
         elif issubclass(exc_type, KeyboardInterrupt):
-            self.finish("interrupted", error="interrupted")
+            self.end_quietly("interrupted", "interrupted")
         else:
-            self.finish("failed", error=f"{exc_type.__name__}: {exc}".splitlines()[0])
+            self.end_quietly("failed", f"{exc_type.__name__}: {exc}")
+
+    def end_quietly(self, status: str, error: str) -> None:
+        """Mark the run ended while another error is on its way out: if the folder can no longer be
+        written (made read-only, disk full), that error, not this one, is the one to report."""
+        try:
+            self.finish(status, error=(str(error).splitlines() or [""])[0])
+        except OSError:
+            pass
+
+    # -- notes, warnings, metrics, resuming -------------------------------------------------
+
+    def add_note(self, text: str, key: str = "notes") -> bool:
+        """Record a note in the manifest once (a resumed run that says it again adds nothing)."""
+        notes = self.manifest.get(key)
+        notes = notes if isinstance(notes, list) else []
+        if text in notes:
+            return False
+        self.manifest[key] = [*notes, text]
+        self.save_manifest()
+        return True
+
+    def add_warning(self, text: str) -> bool:
+        return self.add_note(text, key="warnings")
+
+    def add_metrics(self, metrics: dict) -> None:
+        self.manifest.setdefault("metrics", {}).update(metrics)
+        self.save_manifest()
+
+    def resume(self) -> "Run":
+        """Mark an unfinished run as running again, counting the resumes."""
+        self.manifest.update(status="running", error=None, resumed=int(self.manifest.get("resumed") or 0) + 1,
+                             **_process())
+        self._started = time.perf_counter()
+        self.save_manifest()
+        return self
 
 
 class RunStore:
@@ -334,9 +369,47 @@ class RunStore:
         check_name(name)
         root = self.root.resolve()
         path = (root / name).resolve()
-        if path.parent != root:  # e.g. a symlink or '..' that leads out of the store
+        if path.parent != root:  # e.g. a symlink that leads out of the store
             raise RunError(f"run name {name!r} resolves outside the runs folder {self.root}")
         return path
+
+    def path_of(self, name: str) -> Path:
+        """Where the run called `name` lives (or would): always inside the runs folder, after
+        resolving symlinks; a path, '..' or an absolute name is refused."""
+        return self._path(name)
+
+    def resolve(self, name_or_path: str | os.PathLike) -> Path:
+        """The folder of a run named in this store, or of an explicit path to a run folder (for
+        reading: a path names a folder the user chose, a name can never leave the store)."""
+        text = str(name_or_path)
+        if isinstance(name_or_path, os.PathLike) or os.sep in text or "/" in text:
+            return Path(text).expanduser()
+        return self._path(text)
+
+    def check_writable(self) -> None:
+        """RunError unless runs can be written here; called before any work starts."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test-{uuid.uuid4().hex[:8]}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            reason = e.strerror or type(e).__name__
+            raise RunError(f"cannot write runs to {self.root}: {reason}; pick a writable --runs folder "
+                           f"(or set ${RUNS_ENV})") from None
+
+    def resume(self, name: str, kind: str) -> Run | None:
+        """The unfinished run called `name` of this kind, marked running again; None when there is
+        no such run. RunError when the name is taken by a finished run or another kind."""
+        path = self._path(name)
+        if not path.exists():
+            return None
+        run = self.open(name)
+        if run.manifest.get("kind") != kind:
+            raise RunError(f"run {name!r} is a {run.manifest.get('kind')} run, not a {kind} run; pick another --name")
+        if run.status == "complete":
+            raise RunError(f"{kind} run {name!r} is already complete in {self.root}; pick another --name")
+        return run.resume()
 
     def check_available(self, name: str) -> None:
         """RunError unless `name` is a valid name not yet taken; lets a command that does slow
@@ -347,7 +420,7 @@ class RunStore:
     def create(self, kind: str, name: str | None = None, command: str | list | None = None,
                config: dict | None = None, seed: int | None = None) -> Run:
         check_name(kind, "run kind")
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.check_writable()
         if name is None:
             path = self._fresh(f"{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
         else:
@@ -362,7 +435,7 @@ class RunStore:
             "manifest_version": MANIFEST_VERSION,
             "kind": kind, "name": path.name, "created": now_iso(), "finished": None,
             "command": command, "models": {}, "config": config or {}, "seed": seed,
-            "versions": versions(), "compute": compute_settings(), "timings": {}, "status": "running",
+            "versions": versions(), "compute": compute_settings(), "timings": {}, "status": "running", **_process(),
             "metrics": {},
             "artifacts": [],
         }
@@ -382,13 +455,12 @@ class RunStore:
         raise RunError(f"could not find a free run name starting with {base!r} in {self.root}")
 
     def open(self, name_or_path: str | os.PathLike) -> Run:
-        """Open a run by its name in this store, or by a path to any run folder."""
+        """Open a run by its name in this store, or by a path to any run folder (see resolve)."""
         text = str(name_or_path)
-        looks_like_path = isinstance(name_or_path, os.PathLike) or os.sep in text or "/" in text
-        path = Path(text) if looks_like_path else self._path(text)
+        path = self.resolve(name_or_path)
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
-            where = f"folder {path}" if looks_like_path else f"{self.root}"
+            where = f"folder {path}" if path.name != text else f"{self.root}"
             raise RunError(f"no run {text!r} in {where} (no {MANIFEST}); `harness runs` lists the runs")
         return Run(path, _read_manifest(manifest_path))
 
@@ -402,16 +474,53 @@ class RunStore:
                 continue
             try:
                 m = _read_manifest(path / MANIFEST)
+                _check_fields(m, path)
             except RunError as e:
                 infos.append(RunInfo(name=path.name, path=path, error=str(e)))
                 continue
             models = m.get("models") or {}
-            infos.append(RunInfo(name=m.get("name", path.name), path=path, kind=m.get("kind"),
-                                 created=m.get("created"), status=m.get("status"),
-                                 models=list(models) if isinstance(models, (dict, list)) else [],
+            status = m.get("status")
+            if status == "running" and _process_gone(m):
+                status = "stale"  # its process is no longer alive: killed, or the machine restarted
+            infos.append(RunInfo(name=m.get("name") or path.name, path=path, kind=m.get("kind"),
+                                 created=m.get("created"), status=status,
+                                 models=[str(k) for k in models] if isinstance(models, (dict, list)) else [],
                                  failure=m.get("error"), manifest=m))
         infos.sort(key=lambda i: (i.created or "", i.name), reverse=True)
         return infos
+
+
+# Fields a listing reads, with the types a valid manifest gives them (None is allowed for each).
+FIELD_TYPES = {"name": str, "kind": str, "created": str, "finished": str, "status": str, "error": str,
+               "command": str, "models": (dict, list), "config": dict, "metrics": dict, "timings": dict,
+               "artifacts": list, "notes": list, "warnings": list}
+
+
+def _check_fields(manifest: dict, path: Path) -> None:
+    """RunError naming the first field of the wrong type: such a run is listed as corrupt, so one
+    damaged folder never breaks a listing or the dashboard."""
+    for key, types in FIELD_TYPES.items():
+        value = manifest.get(key)
+        if value is not None and not isinstance(value, types):
+            raise RunError(f"{path.name}: corrupt {MANIFEST}: field {key!r} is a {type(value).__name__}")
+
+
+def _process() -> dict:
+    """Which process is writing the run, so a listing can tell a live run from a killed one."""
+    return {"pid": os.getpid(), "host": platform.node()}
+
+
+def _process_gone(manifest: dict) -> bool:
+    pid, host = manifest.get("pid"), manifest.get("host")
+    if not isinstance(pid, int) or host != platform.node():
+        return False  # written elsewhere (or by an older harness): cannot tell
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
 
 
 def _read_manifest(path: Path) -> dict:
