@@ -15,6 +15,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from apps.options import fraction, positive_float, positive_int, token_count, token_count_or_zero
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("cache", help="cache activations over a corpus",
@@ -24,47 +26,39 @@ def register(subparsers) -> None:
                    help="hook names or globs, e.g. 'blocks.*.hook_resid_post'")
     p.add_argument("--corpus", required=True,
                    help="'stdlib-docs', a .txt/.jsonl/.parquet file or folder, or hf:OWNER/NAME")
-    p.add_argument("--tokens", required=True, type=_tokens, help="how many tokens to cache (1e6, 2M, 500k ok)")
+    p.add_argument("--tokens", required=True, type=token_count, help="how many tokens to cache (1e6, 2M, 500k ok)")
     p.add_argument("--out", required=True, metavar="RUN", help="run name (under the runs folder) or a folder path")
     p.add_argument("--runs", metavar="DIR", help="runs folder for a run name (default: $INTERP_HARNESS_RUNS or ./runs)")
-    p.add_argument("--context-length", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--context-length", type=positive_int, default=128)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--dtype", default="float32", help="dtype of the stored activations: float32, float16, bfloat16")
     p.add_argument("--model-dtype", default="float32", help="dtype to run the model in")
     p.add_argument("--device", default=None, help="default: this rank's GPU if there is one, else cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="train", choices=("train", "heldout", "all"))
-    p.add_argument("--heldout-fraction", type=float, default=0.05)
+    p.add_argument("--heldout-fraction", type=fraction, default=0.05)
     p.add_argument("--text-field", default="text", help="field/column holding the text in JSONL/parquet/HF data")
     bos = p.add_mutually_exclusive_group()
     bos.add_argument("--prepend-bos", dest="prepend_bos", action="store_true", default=None)
     bos.add_argument("--no-prepend-bos", dest="prepend_bos", action="store_false")
-    p.add_argument("--shard-mb", type=float, default=256, help="target shard size in MiB")
-    p.add_argument("--shard-contexts", type=int, default=None, help="contexts per shard (overrides --shard-mb)")
+    p.add_argument("--shard-mb", type=positive_float, default=256, help="target shard size in MiB")
+    p.add_argument("--shard-contexts", type=positive_int, default=None, help="contexts per shard (overrides --shard-mb)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_cache)
 
 
-def _tokens(text: str) -> int:
-    units = {"k": 10**3, "m": 10**6, "b": 10**9}
-    t = text.strip().lower()
-    try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(float(t))
-    except ValueError:
-        import argparse
-
-        raise argparse.ArgumentTypeError(f"not a token count: {text!r}") from None
+# sae_cmd's token flags, where 0 means "none"
+_tokens = token_count_or_zero
 
 
 def out_folder(out: str, runs: str | None) -> Path:
-    """A bare name is a run in the runs folder; anything with a separator is a path."""
+    """A bare name is a run in the runs folder (it cannot leave it); anything with a separator
+    is a folder path the user chose."""
     if os.sep in out or "/" in out or out.startswith("."):
         return Path(out).expanduser()
-    from harness.runs import check_name, default_root
+    from harness.runs import RunStore
 
-    return (Path(runs) if runs else default_root()) / check_name(out)
+    return RunStore(runs).path_of(out)
 
 
 def cmd_cache(args) -> int:
@@ -75,13 +69,16 @@ def cmd_cache(args) -> int:
     from harness.caching.distributed import Ranks, default_device
     from harness.caching.writer import parse_dtype
     from harness.data import load_corpus
+    from harness.runs import check_writable
 
     ranks = Ranks.from_env()  # before loading: each rank puts the model on its own GPU
+    out = out_folder(args.out, args.runs)
+    check_writable(out, "another --out")
     corpus = load_corpus(args.corpus, text_field=args.text_field)  # fail fast, before the model loads
     device = args.device or default_device(ranks)
     model = harness.load(args.model, device=device, dtype=parse_dtype(args.model_dtype))
     out = cache_activations(
-        model, args.hooks, corpus, args.tokens, out_folder(args.out, args.runs),
+        model, args.hooks, corpus, args.tokens, out,
         context_length=args.context_length, batch_size=args.batch_size, dtype=args.dtype, seed=args.seed,
         prepend_bos=args.prepend_bos, split=args.split, heldout_fraction=args.heldout_fraction,
         shard_mb=args.shard_mb, shard_contexts=args.shard_contexts, progress=not args.no_progress,

@@ -137,6 +137,22 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def check_writable(folder: Path, instead: str = "another folder") -> None:
+    """RunError unless `folder` could be created and written. It probes the nearest folder that
+    exists (creating nothing that stays) by writing and removing a file, because permission bits
+    say nothing for root or on a read-only filesystem."""
+    folder = Path(folder).expanduser()
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise RunError(f"cannot write to {folder}: {existing} is a file, not a folder; choose {instead}")
+    try:
+        probe = existing / f".write-test-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise RunError(f"cannot write to {folder}: {e.strerror or type(e).__name__}; choose {instead}") from None
+
+
 def check_name(name: str, what: str = "run name") -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise RunError(f"invalid {what} {name!r}: use letters, digits, '.', '_' and '-' "
@@ -350,7 +366,7 @@ class Run:
     def resume(self) -> "Run":
         """Mark an unfinished run as running again, counting the resumes."""
         self.manifest.update(status="running", error=None, resumed=int(self.manifest.get("resumed") or 0) + 1,
-                             **_process())
+                             **process_identity())
         self._started = time.perf_counter()
         self.save_manifest()
         return self
@@ -388,15 +404,7 @@ class RunStore:
 
     def check_writable(self) -> None:
         """RunError unless runs can be written here; called before any work starts."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".write-test-{uuid.uuid4().hex[:8]}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as e:
-            reason = e.strerror or type(e).__name__
-            raise RunError(f"cannot write runs to {self.root}: {reason}; pick a writable --runs folder "
-                           f"(or set ${RUNS_ENV})") from None
+        check_writable(self.root, f"a writable --runs folder (or set ${RUNS_ENV})")
 
     def resume(self, name: str, kind: str) -> Run | None:
         """The unfinished run called `name` of this kind, marked running again; None when there is
@@ -421,6 +429,7 @@ class RunStore:
                config: dict | None = None, seed: int | None = None) -> Run:
         check_name(kind, "run kind")
         self.check_writable()
+        self.root.mkdir(parents=True, exist_ok=True)
         if name is None:
             path = self._fresh(f"{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
         else:
@@ -435,7 +444,7 @@ class RunStore:
             "manifest_version": MANIFEST_VERSION,
             "kind": kind, "name": path.name, "created": now_iso(), "finished": None,
             "command": command, "models": {}, "config": config or {}, "seed": seed,
-            "versions": versions(), "compute": compute_settings(), "timings": {}, "status": "running", **_process(),
+            "versions": versions(), "compute": compute_settings(), "timings": {}, "status": "running", **process_identity(),
             "metrics": {},
             "artifacts": [],
         }
@@ -505,7 +514,7 @@ def _check_fields(manifest: dict, path: Path) -> None:
             raise RunError(f"{path.name}: corrupt {MANIFEST}: field {key!r} is a {type(value).__name__}")
 
 
-def _process() -> dict:
+def process_identity() -> dict:
     """Which process is writing the run, so a listing can tell a live run from a killed one."""
     return {"pid": os.getpid(), "host": platform.node()}
 

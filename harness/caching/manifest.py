@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from harness.errors import RunError
-from harness.runs import MANIFEST, MANIFEST_VERSION, atomic_write, dumps, now_iso, versions
+from harness.runs import MANIFEST, MANIFEST_VERSION, atomic_write, compute_settings, dumps, now_iso, process_identity, versions
 
 KIND = "cache"
 
@@ -58,7 +58,8 @@ def write_manifest(folder: Path, manifest: dict) -> None:
 def new_manifest(folder: Path, job: dict, command: str | None) -> dict:
     return {"manifest_version": MANIFEST_VERSION, "kind": KIND, "name": folder.name, "created": now_iso(),
             "finished": None, "command": command, "models": {job["model"]["name"]: job["model"]},
-            "config": job, "seed": job["seed"], "versions": versions(), "timings": {}, "status": "running",
+            "config": job, "seed": job["seed"], "versions": versions(), "compute": compute_settings(),
+            "timings": {}, "status": "running", **process_identity(),
             "metrics": {}, "artifacts": []}
 
 
@@ -79,6 +80,10 @@ def claim_folder(folder: Path, job: dict, command: str | None) -> dict:
         diff = (_diff(manifest.get("config") or {}, job) or ["?"]) if manifest.get("kind") == KIND else ["kind"]
         raise RunError(f"{folder} holds a different cache job (differs in: {', '.join(diff)}); "
                        "use another --out, or delete that folder to start over")
+    if manifest.get("status") != "complete":  # resuming: the listing shows it running again
+        manifest.update(status="running", error=None, resumed=int(manifest.get("resumed") or 0) + 1,
+                        **process_identity())
+        write_manifest(folder, manifest)
     return manifest
 
 

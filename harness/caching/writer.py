@@ -147,8 +147,13 @@ def cache_activations(model, hooks, corpus, n_tokens: int, out_dir, *, context_l
     n_shards = math.ceil(n_contexts / shard_contexts)
     todo = [s for s in range(n_shards) if ranks.mine(s) and not (out / shard_name(s)).exists()]
     started = time.perf_counter()
-    computed = _run(model, names, stop, dtype, batch_size, contexts, n_contexts, shard_contexts, n_shards,
-                    set(todo), out, corpus.name, split, context_length, progress and ranks.is_main)
+    try:
+        computed = _run(model, names, stop, dtype, batch_size, contexts, n_contexts, shard_contexts, n_shards,
+                        set(todo), out, corpus.name, split, context_length, progress and ranks.is_main)
+    except BaseException as err:
+        if ranks.is_main:
+            _mark_ended(out, err)
+        raise
     elapsed = time.perf_counter() - started
     ranks.barrier()
     if ranks.is_main:
@@ -190,6 +195,19 @@ def _run(model, names, stop, dtype, batch_size, contexts, n_contexts, shard_cont
             pending.result()
     bar.close()
     return computed
+
+
+def _mark_ended(out: Path, err: BaseException) -> None:
+    """Say in the manifest how the job ended (the finished shards stay; the same command resumes).
+    Best effort: when the folder itself became unwritable, the job's own error is the one to show."""
+    try:
+        manifest = mf.read_manifest(out)
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        manifest.update(status=status, finished=mf.now_iso(),
+                        error=(f"{type(err).__name__}: {err}".splitlines() or [""])[0])
+        mf.write_manifest(out, manifest)
+    except (OSError, RunError):
+        pass
 
 
 def _finish(out: Path, n_shards: int, tokens_here: int, elapsed: float, world: int) -> None:
