@@ -12,6 +12,14 @@ weights. What differs is how the work is scheduled:
   small models with large vocabularies).
 - generate_until decodes with the cache and stops a batch as soon as every row has hit a stop
   sequence or EOS.
+
+Finished requests can be kept in a `RequestCache` (evals.request_cache: JSON Lines, never
+pickle), so an eval cut short resumes without recomputing them; lm-eval's own `use_cache` (a
+sqlitedict that unpickles) is not used.
+
+The class is registered with lm-eval's model registry as "harness", so once `evals.lm_adapter`
+is imported `simple_evaluate(model="harness", model_args="pretrained=NAME,dtype=float32")` works;
+`harness-lm-eval` (evals.lm_eval_cli) is lm-eval's own CLI with that registration done.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from typing import Any
 
 import torch
 from lm_eval import utils as lm_utils
+from lm_eval.api.model import CacheHook as _LmEvalCacheHook
 from lm_eval.api.model import TemplateLM
 from lm_eval.models.utils import (
     Collator,
@@ -32,6 +41,7 @@ from lm_eval.models.utils import (
 )
 from tqdm.auto import tqdm
 
+from evals.request_cache import RequestCache
 from harness.errors import HarnessError
 from harness.models.generate import sample_next
 from harness.models.transformer import HookedLM, KVCache
@@ -39,11 +49,23 @@ from harness.models.transformer import HookedLM, KVCache
 Request = tuple[Any, list[int], list[int]]  # ((context, continuation) or None, ctx ids, cont ids)
 
 
+DTYPES = {"float32": torch.float32, "float": torch.float32, "fp32": torch.float32, "auto": torch.float32,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "half": torch.float16,
+          "fp16": torch.float16}
+# lm-eval passes these to every model; they mean nothing here (or are handled by lm-eval itself).
+IGNORED_ARGS = ("max_batch_size", "trust_remote_code", "parallelize", "revision", "backend", "use_fast_tokenizer")
+
+
 class HookedLMEval(TemplateLM):
     """lm-eval model around a HookedLM (which must carry its tokenizer).
 
     batch_size: contexts per forward pass (their continuations ride along);
-    max_batch_tokens: cap on batch x padded context length, to bound memory on long prompts.
+    max_batch_tokens: cap on batch x padded context length, to bound memory on long prompts;
+    request_cache: a RequestCache that keeps finished requests (for resuming).
+
+    From lm-eval's CLI or model_args strings: `pretrained=<zoo name | model folder | .gguf | HF id>`,
+    plus dtype, device, batch_size, max_length, max_gen_toks, add_bos_token, max_batch_tokens
+    (see `create_from_arg_string`).
     """
 
     def __init__(
@@ -56,8 +78,12 @@ class HookedLMEval(TemplateLM):
         add_bos_token: bool | None = None,
         prefix_token_id: int | None = None,
         chat_template_args: dict | None = None,
+        request_cache: RequestCache | None = None,
     ):
         super().__init__()
+        if not hasattr(model, "cfg"):
+            raise HarnessError(f"HookedLMEval needs a loaded HookedLM, got {type(model).__name__}; "
+                               "use HookedLMEval.create_from_arg_string('pretrained=NAME') to load one by name")
         if model.tokenizer is None:
             raise HarnessError("the model has no tokenizer; load it with tokenizer= to evaluate it")
         self.model = model.eval()
@@ -70,6 +96,69 @@ class HookedLMEval(TemplateLM):
         self.custom_prefix_token_id = prefix_token_id
         self.chat_template_args = chat_template_args or {}
         self._device = model.device
+        self.request_cache = None
+        if request_cache is not None:
+            self.set_request_cache(request_cache)
+
+    # ------------------------------------------------------------------ lm-eval construction
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "HookedLMEval":
+        """`pretrained=NAME,dtype=float32,batch_size=8,device=cpu` (lm-eval's --model_args)."""
+        return cls.create_from_arg_obj(lm_utils.simple_parse_args_string(arg_string or ""), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> "HookedLMEval":
+        # model_args win over lm-eval's CLI-wide settings (its --batch_size defaults to 1).
+        args = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        args.update({k: v for k, v in (arg_dict or {}).items() if v is not None})
+        return cls.from_pretrained(**args)
+
+    @classmethod
+    def from_pretrained(cls, pretrained: str | None = None, dtype: str | torch.dtype = "float32",
+                        device: str | None = None, batch_size: int | str = 16, **kwargs) -> "HookedLMEval":
+        """Load `pretrained` (anything harness.load takes by name) and wrap it."""
+        import harness
+
+        if not pretrained:
+            raise HarnessError("model_args needs pretrained=<zoo name | model folder | .gguf file | HF id>")
+        if isinstance(dtype, str):
+            if dtype.lower() not in DTYPES:
+                raise HarnessError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(DTYPES))}")
+            dtype = DTYPES[dtype.lower()]
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        for key in IGNORED_ARGS:
+            kwargs.pop(key, None)
+        known = {"max_batch_tokens", "max_length", "max_gen_toks", "add_bos_token", "prefix_token_id"}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise HarnessError(f"unknown model_args for the harness model: {', '.join(unknown)}; it takes pretrained, "
+                               f"dtype, device, batch_size, {', '.join(sorted(known))}")
+        model = harness.load(str(pretrained), device=device, dtype=dtype)
+        return cls(model, batch_size=_batch_size(batch_size), **kwargs)
+
+    # ------------------------------------------------------------------ request cache
+    def set_request_cache(self, cache: RequestCache | None) -> None:
+        """Keep finished requests in `cache` (None: keep nothing)."""
+        self.request_cache = cache
+        self.set_cache_hook(cache.hook() if cache is not None else lm_utils_cache_hook())
+
+    def _through_cache(self, method: str, requests, compute):
+        if self.request_cache is None:
+            return compute(requests)
+        return self.request_cache.run(method, requests, compute)
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        return self._through_cache("loglikelihood", requests,
+                                   lambda reqs: super(HookedLMEval, self).loglikelihood(reqs, disable_tqdm=disable_tqdm))
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        return self._through_cache("loglikelihood_rolling", requests,
+                                   lambda reqs: self._loglikelihood_rolling(reqs, disable_tqdm=disable_tqdm))
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        return self._through_cache("generate_until", requests,
+                                   lambda reqs: self._generate_until(reqs, disable_tqdm=disable_tqdm))
 
     # ------------------------------------------------------------------ properties lm-eval reads
     @property
@@ -239,7 +328,7 @@ class HookedLMEval(TemplateLM):
             answers.append((float(logprob), bool(greedy)))
         return answers
 
-    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+    def _loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         windows, owner = [], []
         for r, (string,) in enumerate(req.args for req in requests):
             for ctx, cont in map(lm_utils.make_disjoint_window, lm_utils.get_rolling_token_windows(
@@ -256,7 +345,7 @@ class HookedLMEval(TemplateLM):
         return totals
 
     # ------------------------------------------------------------------ generation
-    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+    def _generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         collator = Collator([req.args for req in requests], sort_fn=lambda a: (-len(self.tok_encode(a[0])), a[0]),
                             group_by="gen_kwargs", group_fn=lambda a: a[1])
         eos_text = self.tok_decode([self.eot_token_id], skip_special_tokens=False)
@@ -307,6 +396,36 @@ class HookedLMEval(TemplateLM):
         return [postprocess_generated_text(self.tok_decode(g), stop=until, think_end_token=None) for g in generated]
 
 
+def register(name: str = "harness") -> None:
+    """Put HookedLMEval in lm-eval's model registry under `name` (done on import)."""
+    import lm_eval.models  # noqa: F401  lm-eval fills its registry only while it is empty: fill it first
+    from lm_eval.api.registry import model_registry
+
+    try:
+        model_registry.register(name)(HookedLMEval)
+    except ValueError:  # already registered (by a reloaded copy of this module): keep that one
+        pass
+
+
+def lm_utils_cache_hook():
+    """lm-eval's do-nothing cache hook (what an LM has before any cache is set)."""
+    return _LmEvalCacheHook(None)
+
+
+def _batch_size(value) -> int:
+    # lm-eval's CLI may pass "auto" or "auto:N"; this adapter sizes batches by max_batch_tokens.
+    if isinstance(value, str):
+        if value.startswith("auto"):
+            return 16
+        try:
+            return int(value)
+        except ValueError:
+            raise HarnessError(f"batch_size must be a whole number or 'auto', got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise HarnessError(f"batch_size must be a whole number of at least 1, got {value!r}")
+    return value
+
+
 def _pad(seqs, width: int, pad_id: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
     tokens = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -317,3 +436,6 @@ def _pad(seqs, width: int, pad_id: int, left: bool, device) -> tuple[torch.Tenso
             tokens[r, span] = torch.tensor(list(seq), dtype=torch.long)
             mask[r, span] = 1
     return tokens.to(device), mask.to(device)
+
+
+register()

@@ -8,8 +8,10 @@ Run folder layout (all written atomically through harness.runs):
   kl.json, kl.jsonl              next-token KL on the suite prompts (pairs sharing a tokenizer)
   report.html                    plotly report
 Resuming: a model x task whose tasks/ and samples/ files exist is skipped; a task cut short
-reuses its finished requests from lm-eval's request cache (cache/, removed when the run
-completes). Re-running with the same --name continues an unfinished run.
+reuses its finished requests from cache/<model>.requests.jsonl (evals.request_cache: JSON rows
+keyed by a SHA-256 of the request; removed when the run completes). Re-running with the same
+--name continues an unfinished run. Nothing in a run folder is ever unpickled: lm-eval's own
+request cache (a sqlitedict of pickles) is turned off, and its files from older runs are ignored.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from evals.request_cache import RequestCache, RunFolderError
 from evals.suites import Suite, TaskSpec, resolve_suite
 from harness.errors import HarnessError, RunError
 from harness.runs import Run, RunStore, check_name
@@ -95,19 +98,51 @@ def run_eval(
             from evals.report import print_summary
 
             print_summary(run, console)
+    except OSError as err:  # the run folder stopped being writable (permissions, disk full, ...)
+        message = _write_failure(run, err)
+        _end(run, "failed", message)
+        raise RunFolderError(message) from None
+    except RunFolderError as err:
+        _end(run, "failed", str(err))
+        raise
     except BaseException as err:  # keep what was written; the manifest says how the run ended
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-        run.finish(status, error=f"{type(err).__name__}: {err}".splitlines()[0])
+        _end(run, status, f"{type(err).__name__}: {err}".splitlines()[0])
         raise
     finally:
         suite_obj.cleanup()
     if failures:
-        run.finish("failed", error="; ".join(failures))
+        _end(run, "failed", "; ".join(failures))
         raise HarnessError(f"{failures[0]}" + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else "")
                            + f"; finished results are kept in {run.path}")
     shutil.rmtree(run.path / "cache", ignore_errors=True)
     run.finish("complete", metrics=_headline(run))
     return run
+
+
+def _write_failure(run: Run, err: OSError) -> str:
+    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+    return f"cannot write the run folder {run.path}{where}: {err.strerror or type(err).__name__}"
+
+
+def _end(run: Run, status: str, error: str) -> None:
+    """Mark the run ended. When the folder refuses the atomic manifest write (no new files can be
+    made in it), the manifest is rewritten in place, the one write still possible; if even that
+    fails the error is raised as it is and the manifest stays as it was."""
+    try:
+        run.finish(status, error=error)
+        return
+    except OSError:
+        pass
+    import json
+
+    run.manifest.update(status=status, error=error)
+    try:
+        with open(run.path / "manifest.json", "r+", encoding="utf-8") as f:
+            f.write(json.dumps(run.manifest, indent=2, default=str) + "\n")
+            f.truncate()
+    except OSError:
+        pass
 
 
 def open_run(runs_dir, name: str | None, config: dict, command) -> Run:
@@ -151,18 +186,42 @@ def _evaluate_model(run, label, source, suite, task_manager, loaded, failures, b
         run.add_model(label, _identity(model, source))
     from evals.lm_adapter import HookedLMEval
 
-    lm = HookedLMEval(model, batch_size=batch_size)
-    for task in todo:
-        start = time.perf_counter()
+    _note_foreign_cache(run, label, console)
+    cache = RequestCache(run.path / "cache" / f"{label}.requests.jsonl")
+    lm = HookedLMEval(model, batch_size=batch_size, request_cache=cache)
+    if len(cache):
+        _say(console, f"{label}: {len(cache)} finished requests from the interrupted run are reused")
+    try:
+        for task in todo:
+            start = time.perf_counter()
+            try:
+                result = _run_task(lm, model, task, task_manager)
+            except RunFolderError:
+                raise
+            except HarnessError as err:
+                failures.append(f"{label}/{task.name}: {err}")
+                _say(console, f"[red]{label}/{task.name}: {err}[/]")
+                continue
+            _write_task(run, label, task, result, chat=_use_chat(model, task))
+            run.record_timing(f"eval/{label}/{task.name}", time.perf_counter() - start)
+            _say(console, f"{label}/{task.name}: done in {time.perf_counter() - start:.1f}s")
+    finally:
         try:
-            result = _run_task(lm, model, task, task_manager, run.path / "cache" / label)
-        except HarnessError as err:
-            failures.append(f"{label}/{task.name}: {err}")
-            _say(console, f"[red]{label}/{task.name}: {err}[/]")
-            continue
-        _write_task(run, label, task, result, chat=_use_chat(model, task))
-        run.record_timing(f"eval/{label}/{task.name}", time.perf_counter() - start)
-        _say(console, f"{label}/{task.name}: done in {time.perf_counter() - start:.1f}s")
+            cache.close()
+        except RunFolderError:
+            pass  # the error that stopped the run is the one to report
+
+
+def _note_foreign_cache(run: Run, label: str, console) -> None:
+    """Runs written before this cache (or by lm-eval itself) hold a pickled sqlitedict in cache/;
+    it is never opened. Say so once, so a user knows why nothing was reused."""
+    old = sorted(p.name for p in (run.path / "cache").glob(f"{label}_rank*.db*")) if (run.path / "cache").is_dir() else []
+    if not old:
+        return
+    note = (f"{label}: ignored lm-eval's request cache {', '.join(old)} (pickled data is never read from a run "
+            "folder); its requests are recomputed")
+    if run.add_note(note):
+        _say(console, f"note: {note}")
 
 
 def _share_chat_template(run: Run, models: dict, loaded: dict, device: str, console) -> None:
@@ -237,15 +296,15 @@ def _use_chat(model, task: TaskSpec) -> bool:
     return task.chat and bool(getattr(model.tokenizer, "chat_template", None))
 
 
-def _run_task(lm, model, task: TaskSpec, task_manager, cache_prefix: Path) -> dict:
+def _run_task(lm, model, task: TaskSpec, task_manager) -> dict:
     from lm_eval import simple_evaluate
 
-    cache_prefix.parent.mkdir(parents=True, exist_ok=True)
     chat = _use_chat(model, task)
     try:
+        # use_cache stays None: lm-eval's cache unpickles; lm carries our JSON request cache.
         out = simple_evaluate(model=lm, tasks=[task.name], task_manager=task_manager, limit=task.limit,
                               log_samples=True, apply_chat_template=chat, bootstrap_iters=1000,
-                              use_cache=str(cache_prefix), verbosity="ERROR")
+                              use_cache=None, verbosity="ERROR")
     except HarnessError:
         raise
     except Exception as err:
