@@ -63,11 +63,20 @@ def cmd_eval(args) -> int:
     import torch
 
     from evals.runner import run_eval
+    from evals.suites import check_limit, resolve_suite
+    from harness.errors import HarnessError
 
     threads = torch.get_num_threads()
     models = parse_models(args.base, args.aligned, args.models)
+    check_limit(args.limit)  # before anything is loaded or printed
+    if args.batch_size < 1:
+        raise HarnessError(f"--batch-size must be a whole number of at least 1, got {args.batch_size}")
+    suite = resolve_suite(args.suite, limit=args.limit)  # malformed task files fail here, before any output
     print(f"evaluating {', '.join(f'{k}={v}' for k, v in models.items())} on suite {args.suite!r} "
           f"(device {args.device}, {threads} torch threads)", file=sys.stderr)
-    run_eval(models, args.suite, runs_dir=args.runs, name=args.name, limit=args.limit, batch_size=args.batch_size,
-             device=args.device, kl=args.kl, chat_template=args.chat_template, command=" ".join(["harness"] + [shlex.quote(a) for a in sys.argv[1:]]))
+    try:
+        run_eval(models, suite, runs_dir=args.runs, name=args.name, limit=args.limit, batch_size=args.batch_size,
+                 device=args.device, kl=args.kl, chat_template=args.chat_template, command=" ".join(["harness"] + [shlex.quote(a) for a in sys.argv[1:]]))
+    finally:
+        suite.cleanup()
     return 0

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.request_cache import RequestCache, RunFolderError
-from evals.suites import Suite, TaskSpec, resolve_suite
+from evals.suites import Suite, TaskSpec, check_limit, resolve_suite
 from harness.errors import HarnessError, RunError
 from harness.runs import Run, RunStore, check_name
 
@@ -64,6 +64,11 @@ def run_eval(
         raise HarnessError("no models to evaluate; pass at least one")
     for label in models:
         check_name(label, "model label")
+    check_limit(limit)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise HarnessError(f"--batch-size must be a whole number of at least 1, got {batch_size!r}")
+    if not isinstance(kl_prompts, int) or kl_prompts < 1:
+        raise HarnessError(f"kl_prompts must be a whole number of at least 1, got {kl_prompts!r}")
     named_template = None  # the template to give tokenizers that lack one, if one was named
     if chat_template not in (None, AS_SHIPPED):
         from harness.recipes.chat_templates import check_template_name

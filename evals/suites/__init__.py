@@ -77,8 +77,20 @@ def packaged_tasks() -> dict[str, Path]:
     return {read_task_yaml(p).get("task"): p for p in sorted(TASKS_DIR.glob("*.yaml"))}
 
 
+def check_limit(limit) -> int | None:
+    """None (every item) or a whole number of at least 1; lm-eval itself reads 0 as "no limit"
+    and a fraction below 1 as a share of the items, so both are refused here."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise HarnessError(f"--limit must be a whole number of items of at least 1 (or left out for every item), "
+                           f"got {limit!r}")
+    return limit
+
+
 def resolve_suite(spec: str | Path, limit: int | None = None) -> Suite:
     """Turn a suite spec into a Suite with a folder lm-eval can read. `limit` caps every task."""
+    limit = check_limit(limit)
     text = str(spec)
     path = Path(text).expanduser()
     if path.exists():

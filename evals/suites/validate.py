@@ -18,15 +18,32 @@ class _TaskLoader(yaml.SafeLoader):
 _TaskLoader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
 
 
-def read_task_yaml(path: Path) -> dict:
+def read_text_lines(path: Path, what: str) -> str:
+    """The file as text; HarnessError naming the file and line when it is not UTF-8 (binary)."""
     try:
-        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_TaskLoader)
+        data = path.read_bytes()
+    except OSError as err:
+        raise HarnessError(f"{path}: cannot read {what} ({err.strerror or err})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise HarnessError(f"{path}:{line}: {what} is not UTF-8 text (byte 0x{data[err.start]:02x}; a binary file?)") from None
+
+
+def read_task_yaml(path: Path) -> dict:
+    text = read_text_lines(path, "task YAML")
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise HarnessError(f"{path}:{line}: task YAML holds a NUL byte (a binary file?)")
+    try:
+        doc = yaml.load(text, Loader=_TaskLoader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = f":{mark.line + 1}" if mark else ""
         raise HarnessError(f"{path}{line}: malformed YAML ({err.problem or err.context})") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise HarnessError(f"{path}: unreadable task YAML ({err})") from None
+    except yaml.YAMLError as err:
+        raise HarnessError(f"{path}: unreadable task YAML ({(str(err).splitlines() or [''])[0]})") from None
     if not isinstance(doc, dict):
         raise HarnessError(f"{path}:1: a task YAML must be a mapping with a `task:` key")
     return doc
@@ -61,8 +78,17 @@ def _data_files(files) -> list[str]:
 def check_jsonl(path: Path) -> int:
     """Every non-empty line must be a JSON object; returns the number of rows."""
     rows = 0
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    try:
+        f = open(path, "rb")
+    except OSError as err:
+        raise HarnessError(f"{path}: cannot read the data file ({err.strerror or err})") from None
+    with f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise HarnessError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                                   f"{err.start + 1}; a binary file?); JSON Lines must be UTF-8") from None
             if not line.strip():
                 continue
             try:
