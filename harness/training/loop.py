@@ -2,16 +2,18 @@
 bar, and (with `state_dir`) a saved training state that a killed run resumes from.
 
 The state is the trainable weights, AdamW's moments, the batch sampler's RNG and the metrics so
-far, written every `save_every` steps as safetensors + JSON (atomically: a kill mid-write leaves
-the previous state). A resumed run takes the same batches and reaches the same weights as one
-that was never stopped.
+far, written every `save_every` steps as a safetensors file named by its step, then a JSON that
+names that file and its sha256. Each file is written atomically and the JSON last, so a kill
+between any two writes leaves the JSON naming a complete earlier state; a resume checks the
+hash and refuses a mismatch. A resumed run takes the same batches and reaches the same weights
+as one that was never stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,8 +21,10 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.errors import CheckpointError
+from harness.runs import atomic_write
 
-STATE_TENSORS, STATE_JSON = "trainer_state.safetensors", "trainer_state.json"
+STATE_JSON = "trainer_state.json"  # written last: names the tensors file of the same step
+LEGACY_TENSORS = "trainer_state.safetensors"  # states saved before the JSON named its tensors
 
 
 @dataclass
@@ -105,7 +109,7 @@ class Trainer:
         return {"config": keep, "total": self.total, "params": {n: list(p.shape) for n, p in self.named}}
 
     def save_state(self) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         if self.state_dir is None:
             return
@@ -114,24 +118,35 @@ class Trainer:
             tensors[f"param/{name}"] = p.detach().cpu().contiguous()
             for key, value in self.opt.state.get(p, {}).items():
                 tensors[f"{key}/{name}"] = value.detach().cpu().reshape(value.shape).contiguous()
-        meta = {"settings": self._settings(), "step": self.step_index, "history": self.history, "records": self.records}
+        data = save(tensors)
+        name = f"trainer_state-{self.step_index:08d}.safetensors"
+        meta = {"settings": self._settings(), "step": self.step_index, "history": self.history, "records": self.records,
+                "tensors": name, "sha256": hashlib.sha256(data).hexdigest()}
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = f".{os.getpid()}.tmp"
-        save_file(tensors, str(self.state_dir / (STATE_TENSORS + tmp)))
-        (self.state_dir / (STATE_JSON + tmp)).write_text(json.dumps(meta))
-        # The JSON names the step; it is replaced last, so it never points at tensors of another step.
-        os.replace(self.state_dir / (STATE_TENSORS + tmp), self.state_dir / STATE_TENSORS)
-        os.replace(self.state_dir / (STATE_JSON + tmp), self.state_dir / STATE_JSON)
+        atomic_write(self.state_dir / name, lambda f: f.write(data))
+        text = json.dumps(meta).encode("utf-8")
+        atomic_write(self.state_dir / STATE_JSON, lambda f: f.write(text))
+        for old in self.state_dir.glob("trainer_state*.safetensors"):  # states the JSON no longer names
+            if old.name != name:
+                old.unlink(missing_ok=True)
 
     def _load_state(self) -> None:
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         where = self.state_dir
         try:
             meta = json.loads((where / STATE_JSON).read_text())
-            tensors = load_file(str(where / STATE_TENSORS))
-        except (OSError, ValueError) as err:
+            data = (where / meta.get("tensors", LEGACY_TENSORS)).read_bytes()
+        except (OSError, ValueError, AttributeError) as err:
             raise CheckpointError(f"cannot resume from {where}: {err}; delete the folder to start over") from None
+        if "sha256" in meta and hashlib.sha256(data).hexdigest() != meta["sha256"]:
+            raise CheckpointError(f"cannot resume from {where}: {meta['tensors']} does not match the sha256 its "
+                                  f"{STATE_JSON} records (a damaged or mixed state); delete the folder to start over")
+        try:
+            tensors = load(data)
+        except Exception as err:  # safetensors raises its own error type for a damaged file
+            raise CheckpointError(f"cannot resume from {where}: unreadable tensors ({err}); delete the folder to "
+                                  "start over") from None
         if meta.get("settings") != json.loads(json.dumps(self._settings())):
             raise CheckpointError(f"{where} holds the state of a different training run (other settings or model); "
                                   "delete it or choose another state folder")
