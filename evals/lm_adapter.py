@@ -110,7 +110,10 @@ class HookedLMEval(TemplateLM):
     def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> "HookedLMEval":
         # model_args win over lm-eval's CLI-wide settings (its --batch_size defaults to 1).
         args = {k: v for k, v in (additional_config or {}).items() if v is not None}
-        args.update({k: v for k, v in (arg_dict or {}).items() if v is not None})
+        explicit = {k: v for k, v in (arg_dict or {}).items() if v is not None}
+        if "device" not in explicit and str(args.get("device", "")).startswith("cuda") and not torch.cuda.is_available():
+            args["device"] = "cpu"  # lm-eval's CLI asks for cuda by default; HFLM falls back the same way
+        args.update(explicit)
         return cls.from_pretrained(**args)
 
     @classmethod
@@ -127,6 +130,8 @@ class HookedLMEval(TemplateLM):
             dtype = DTYPES[dtype.lower()]
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise HarnessError(f"device={device} but torch here has no CUDA; use device=cpu")
         for key in IGNORED_ARGS:
             kwargs.pop(key, None)
         known = {"max_batch_tokens", "max_length", "max_gen_toks", "add_bos_token", "prefix_token_id"}
