@@ -55,10 +55,12 @@ def load_directions(spec: str, runs_dir):
 def check_fits(dirs, model) -> None:
     from probes.compat import PairMismatchError
 
-    src = dirs.model
-    if src.get("d_model") not in (None, model.cfg.d_model):
-        raise PairMismatchError(f"the direction was computed on {src.get('name')} (d_model {src.get('d_model')}); "
-                                f"this model ({model.identity.get('name')}) has d_model {model.cfg.d_model}")
+    src, width = dirs.model, dirs.vectors.shape[-1]
+    # the vectors' own width decides, whatever the file's metadata claims
+    if width != model.cfg.d_model or src.get("d_model") not in (None, model.cfg.d_model):
+        raise PairMismatchError(f"the direction was computed on {src.get('name', 'another model')} (d_model {width}); "
+                                f"this model ({model.identity.get('name')}) has d_model {model.cfg.d_model}; "
+                                "compute one on this model with `harness probe`")
 
 
 def cmd_steer(args) -> int:

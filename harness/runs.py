@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import sys
 import time
 import uuid
@@ -34,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from harness.errors import RunError
+from harness.errors import HarnessError, RunError
 
 RUNS_ENV = "INTERP_HARNESS_RUNS"
 MANIFEST = "manifest.json"
@@ -135,6 +136,19 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict]:
+    """Every tensor of a safetensors file and its metadata; RunError naming the file when it is
+    truncated, not safetensors at all, or missing (safetensors' own errors name no file)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, (f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RunError(f"{path}: not a readable safetensors file ({first}); it is damaged or of another kind") from None
 
 
 def check_writable(folder: Path, instead: str = "another folder") -> None:
@@ -263,14 +277,10 @@ class Run:
 
     def read_tensors(self, rel: str, with_metadata: bool = False):
         """The dict of tensors (and, if asked, the metadata dict of strings)."""
-        from safetensors import safe_open
-
         target = self.resolve(rel)
         if not target.is_file():
             self.read_bytes(rel)  # raises the friendly "no artifact" error
-        with safe_open(str(target), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-            meta = f.metadata() or {}
+        tensors, meta = read_safetensors(target)
         return (tensors, meta) if with_metadata else tensors
 
     def read_parquet(self, rel: str):
@@ -331,10 +341,17 @@ class Run:
             return  # finished explicitly inside the block
         if exc_type is None:
             self.finish("complete")
+        elif issubclass(exc_type, HarnessError) and self._never_started():
+            shutil.rmtree(self.path, ignore_errors=True)  # bad input found before any work: no run at all
         elif issubclass(exc_type, KeyboardInterrupt):
             self.end_quietly("interrupted", "interrupted")
         else:
             self.end_quietly("failed", f"{exc_type.__name__}: {exc}")
+
+    def _never_started(self) -> bool:
+        """Nothing written yet and not a resumed run: the folder holds only its manifest."""
+        return (not self.manifest.get("artifacts") and not self.manifest.get("resumed")
+                and all(p.name == MANIFEST or p.name.startswith(".") for p in self.path.iterdir()))
 
     def end_quietly(self, status: str, error: str) -> None:
         """Mark the run ended while another error is on its way out: if the folder can no longer be

@@ -74,14 +74,23 @@ class Directions:
 
     @classmethod
     def load(cls, path) -> "Directions":
-        from safetensors import safe_open
+        from harness.runs import read_safetensors
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if "hooks" not in meta:
-                raise ConfigError(f"{path} is not a directions file (no 'hooks' metadata)")
-            return cls(json.loads(meta["hooks"]), f.get_tensor("vectors"), f.get_tensor("separation"),
-                       json.loads(meta.get("position", "-1")), json.loads(meta.get("model", "{}")))
+        tensors, meta = read_safetensors(path)
+        if "hooks" not in meta or "vectors" not in tensors:
+            raise ConfigError(f"{path} is not a directions file (no 'hooks' metadata or 'vectors' tensor); "
+                              "make one with `harness probe`")
+        try:
+            hooks, position, model = (json.loads(meta["hooks"]), json.loads(meta.get("position", "-1")),
+                                      json.loads(meta.get("model", "{}")))
+        except ValueError as e:
+            raise ConfigError(f"{path}: damaged directions metadata ({e})") from None
+        vectors = tensors["vectors"]
+        separation = tensors.get("separation", torch.zeros(len(hooks)))
+        if vectors.ndim != 2 or len(vectors) != len(hooks) or len(separation) != len(hooks):
+            raise ConfigError(f"{path}: {len(hooks)} hooks but vectors of shape {tuple(vectors.shape)}; "
+                              "the file is damaged, make it again with `harness probe`")
+        return cls(hooks, vectors, separation, position, model)
 
 
 def model_summary(model) -> dict:

@@ -3,16 +3,24 @@ run's folder and manifest time so a rewritten run is re-read) and models (st.cac
 each model loads once per server process and is shared by every session and page).
 
 The runs folder is $INTERP_HARNESS_RUNS or ./runs (`harness app --runs DIR` sets the variable).
+
+A page loads only the models the zoo or the runs folder names: a URL such as `?model=/any/folder`
+must not make the server read (and run) whatever it points at. `harness app --any-model` sets
+$INTERP_HARNESS_APP_ANY_MODEL to lift that for a trusted user.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
+from harness.errors import HarnessError
 from harness.runs import RunInfo, RunStore, default_root
+
+ANY_MODEL_ENV = "INTERP_HARNESS_APP_ANY_MODEL"
 
 
 def runs_root() -> Path:
@@ -81,9 +89,26 @@ def has(path: str | Path, rel: str) -> bool:
 
 # -- models --------------------------------------------------------------------------------------
 
-@st.cache_resource(show_spinner=False, max_entries=4)
+def check_model_allowed(source: str) -> None:
+    """HarnessError unless the zoo or a run in the runs folder names `source` (or --any-model)."""
+    if os.environ.get(ANY_MODEL_ENV) == "1":
+        return
+    from harness import zoo
+
+    if source in zoo.known_names() or source in model_choices(str(runs_root())):
+        return
+    raise HarnessError(f"{source!r} is neither a zoo model nor a model that a run in {runs_root()} was made from; "
+                       "the dashboard loads only those (start it with `harness app --any-model` to load any folder)")
+
+
 def load_model(source: str, device: str = "cpu"):
-    """A HookedLM, loaded once per server process (zoo name, model folder, .gguf file or HF id)."""
+    """A HookedLM, loaded once per server process (zoo name, or a model folder a run names)."""
+    check_model_allowed(source)
+    return _load_model(source, device)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _load_model(source: str, device: str = "cpu"):
     import harness
 
     return harness.load(source, device=device).eval()

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -192,3 +193,98 @@ def test_default_root_from_env(tmp_path, monkeypatch):
     monkeypatch.setenv("INTERP_HARNESS_RUNS", str(tmp_path / "r"))
     assert RunStore().root == tmp_path / "r"
     assert RunStore().list() == []
+
+
+def test_bad_input_before_any_work_leaves_no_run(store):
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        with store.create("probe", name="never-started"):
+            raise ConfigError("bad --layers")
+    assert not (store.root / "never-started").exists()
+    with pytest.raises(ConfigError):  # once an artifact exists the run is kept, marked failed
+        with store.create("probe", name="half") as run:
+            run.write_json("a.json", {})
+            raise ConfigError("bad later")
+    assert store.open("half").status == "failed"
+
+
+@pytest.mark.parametrize("name", ["a/b", "../outside", "/abs/outside/x", "..", ".hidden", "", "a\\b"])
+def test_a_name_never_leaves_the_runs_folder(store, tmp_path, name):
+    before = set(tmp_path.rglob("*"))
+    for call in (lambda: store.create("eval", name=name), lambda: store.path_of(name),
+                 lambda: store.resume(name, "eval")):
+        with pytest.raises(RunError):
+            call()
+    assert set(tmp_path.rglob("*")) - before <= {store.root}  # nothing written anywhere else
+
+
+def test_a_symlinked_name_that_leads_outside_is_refused(store, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    store.root.mkdir(parents=True, exist_ok=True)
+    (store.root / "link").symlink_to(outside)
+    with pytest.raises(RunError, match="outside the runs folder"):
+        store.resume("link", "eval")
+    assert not list(outside.iterdir())
+
+
+def test_resume_marks_an_unfinished_run_running_and_refuses_others(store):
+    run = store.create("eval", name="e")
+    run.finish("failed", error="killed")
+    again = store.resume("e", "eval")
+    assert again.status == "running" and again.manifest["resumed"] == 1 and again.manifest["error"] is None
+    again.finish()
+    with pytest.raises(RunError, match="already complete"):
+        store.resume("e", "eval")
+    store.create("sae", name="s")
+    with pytest.raises(RunError, match="not a eval run"):
+        store.resume("s", "eval")
+    assert store.resume("nothing-here", "eval") is None
+
+
+def test_notes_warnings_and_metrics_are_recorded_once(store):
+    run = store.create("eval", name="n")
+    assert run.add_note("shared a template") and not run.add_note("shared a template")
+    run.add_warning("prompted differently")
+    run.add_metrics({"acc": 0.5})
+    m = store.open("n").manifest
+    assert m["notes"] == ["shared a template"] and m["warnings"] == ["prompted differently"]
+    assert m["metrics"] == {"acc": 0.5}
+
+
+@pytest.mark.parametrize("field,value", [("created", 5), ("models", "x"), ("status", ["running"]),
+                                         ("name", 3), ("metrics", [1])])
+def test_a_manifest_field_of_the_wrong_type_is_listed_as_corrupt(store, field, value):
+    store.create("demo", name="good").finish()
+    bad = store.create("demo", name="bad")
+    bad.manifest[field] = value
+    bad.save_manifest()
+    infos = {i.name: i for i in store.list()}
+    assert infos["good"].error is None
+    assert f"field {field!r}" in infos["bad"].error
+
+
+def test_a_run_whose_process_died_is_listed_as_stale(store):
+    import subprocess
+    import sys
+
+    code = ("from harness.runs import RunStore; import os; "
+            f"RunStore({str(store.root)!r}).create('demo', name='killed'); os._exit(9)")
+    subprocess.run([sys.executable, "-c", code], check=False)
+    assert {i.name: i.status for i in store.list()}["killed"] == "stale"
+    assert store.open("killed").status == "running"  # the manifest itself is not rewritten
+
+
+def test_an_unwritable_runs_folder_is_refused_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for root in (tmp_path / "file" / "runs", Path("/proc/no-runs-here")):
+        with pytest.raises(RunError, match="cannot write to"):
+            RunStore(root).create("demo")
+
+
+def test_damaged_tensors_name_their_file(store):
+    run = store.create("demo", name="t")
+    run.write_bytes("x.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{not json", "safetensors")
+    with pytest.raises(RunError, match="x.safetensors: not a readable safetensors file"):
+        run.read_tensors("x.safetensors")
