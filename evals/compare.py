@@ -44,9 +44,15 @@ class PairedResult:
     test: str
     n_units: int
     higher_is_better: bool | None = None
+    filter: str = "none"  # lm-eval's filter the metric was computed after
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def metric_label(metric: str, flt: str | None = None) -> str:
+    """How a metric is shown: its name, with its lm-eval filter unless that is "none"."""
+    return metric if not flt or flt == "none" else f"{metric} [{flt}]"
 
 
 # -- turning lm-eval's per-item metric values into (a, b) per unit ------------------------------
@@ -151,8 +157,20 @@ def paired_permutation(base: np.ndarray, other: np.ndarray, aggregation: str, n_
 
 def compare_items(task: str, metric: str, base_name: str, other_name: str, base_items: list[dict],
                   other_items: list[dict], higher_is_better: bool | None = None, n_boot: int = 2000,
-                  seed: int = 0) -> PairedResult | None:
-    """Paired statistics for one metric of one task; None when the metric is not decomposable."""
+                  seed: int = 0, filter: str | None = None) -> PairedResult | None:
+    """Paired statistics for one metric of one task; None when the metric is not decomposable.
+
+    `filter`: the lm-eval filter whose rows to compare. Rows of a task with several filters carry
+    a `filter` key; without this argument they must all share one filter, since pooling two filters'
+    values of one doc would mix two different results."""
+    filters = {it.get("filter") or "none" for it in [*base_items, *other_items]}
+    if filter is None:
+        if len(filters) > 1:
+            raise ValueError(f"{task}: rows of several filters ({', '.join(sorted(filters))}); pass filter=")
+        filter = next(iter(filters), "none")
+    else:
+        base_items = [it for it in base_items if (it.get("filter") or "none") == filter]
+        other_items = [it for it in other_items if (it.get("filter") or "none") == filter]
     values = [it["metrics"].get(metric) for it in base_items if metric in it.get("metrics", {})]
     aggregation = aggregation_of(metric, values)
     if aggregation is None:
@@ -171,7 +189,7 @@ def compare_items(task: str, metric: str, base_name: str, other_name: str, base_
     else:
         p, test = paired_permutation(base, other, aggregation, n_perm=n_boot, seed=seed), "paired_permutation"
     return PairedResult(task, metric, base_name, other_name, base_value, other_value, other_value - base_value,
-                        low, high, p, test, len(keys), higher_is_better)
+                        low, high, p, test, len(keys), higher_is_better, filter)
 
 
 # -- next-token KL ------------------------------------------------------------------------------

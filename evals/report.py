@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import math
 
+from evals.compare import metric_label
 from harness.runs import Run
 
 
@@ -16,9 +17,10 @@ def _scores(run: Run) -> dict[str, dict[str, dict[str, float]]]:
     for stem in sorted((p.stem for p in (run.path / "results").glob("*.json")),
                        key=lambda s: order.index(s) if s in order else len(order)):
         results = run.read_json(f"results/{stem}.json").get("results", {})
-        out[stem] = {task: {k.split(",")[0]: v for k, v in values.items()
-                                 if isinstance(v, (int, float)) and "stderr" not in k and k != "sample_len"}
-                          for task, values in results.items()}
+        out[stem] = {task: {metric_label(*(k.split(",", 1) + [None])[:2]): v for k, v in values.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool) and "stderr" not in k
+                            and k != "sample_len"}
+                     for task, values in results.items()}
     return out
 
 
@@ -49,7 +51,7 @@ def build_report_html(run: Run) -> str:
         figures.append(fig)
     rows = comp.get("rows", [])
     if rows:
-        labels = [f"{r['task']} / {r['metric']} ({r['other']} - {r['base']})" for r in rows]
+        labels = [f"{r['task']} / {_label(r)} ({r['other']} - {r['base']})" for r in rows]
         fig = go.Figure(go.Scatter(
             x=[r["diff"] for r in rows], y=labels, mode="markers",
             error_x=dict(type="data", symmetric=False, array=[r["ci_high"] - r["diff"] for r in rows],
@@ -80,7 +82,7 @@ def _table_html(rows: list[dict]) -> str:
         return ""
     head = "<tr><th>task</th><th>metric</th><th>base</th><th>other</th><th>diff [95% CI]</th><th>p</th></tr>"
     body = "".join(
-        f"<tr><td>{html.escape(r['task'])}</td><td>{html.escape(r['metric'])}</td><td>{_fmt(r['base_value'])}</td>"
+        f"<tr><td>{html.escape(r['task'])}</td><td>{html.escape(_label(r))}</td><td>{_fmt(r['base_value'])}</td>"
         f"<td>{_fmt(r['other_value'])}</td><td>{_fmt(r['diff'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]</td>"
         f"<td>{r['p_value']:.3g}</td></tr>" for r in rows)
     return f"<table border='1' cellpadding='4'>{head}{body}</table>"
@@ -96,7 +98,7 @@ def print_summary(run: Run, console=None) -> None:
 
     console = console or Console()
     scores, comp, kl = _scores(run), _comparison(run), _kl(run)
-    diffs = {(r["task"], r["metric"], r["other"]): r for r in comp.get("rows", [])}
+    diffs = {(r["task"], _label(r), r["other"]): r for r in comp.get("rows", [])}
     models = list(scores)
     table = Table(title=f"eval {run.name}")
     table.add_column("task")
@@ -124,6 +126,10 @@ def print_summary(run: Run, console=None) -> None:
         elif info.get("skipped"):
             console.print(f"KL {pair}: skipped ({info['skipped']})")
     console.print(f"run folder: {run.path}  (report: {run.path / 'report.html'})")
+
+
+def _label(row: dict) -> str:
+    return metric_label(row["metric"], row.get("filter"))
 
 
 def _fmt(value, spec: str = ".4g") -> str:

@@ -323,14 +323,25 @@ def _run_task(lm, model, task: TaskSpec, task_manager) -> dict:
     return out
 
 
+SAMPLE_FIELDS = ("doc_id", "doc", "target", "filter", "arguments", "resps", "filtered_resps", "doc_hash", "prompt_hash",
+                 "target_hash")
+
+
+def sample_item(s: dict) -> dict:
+    """One row of samples/<model>/<task>.jsonl: lm-eval's own sample fields (a task with several
+    filters has one row per doc and filter), the per-item metric values under `metrics`, and
+    `inputs`/`outputs`/`raw_outputs`, the names older readers use for arguments/filtered_resps/resps."""
+    metric_names = s.get("metrics") or []
+    item = {key: s.get(key) for key in SAMPLE_FIELDS}
+    item["filter"] = s.get("filter") or "none"
+    item["metrics"] = {m: s[m] for m in metric_names if m in s}
+    item.update(inputs=s.get("arguments"), outputs=s.get("filtered_resps"), raw_outputs=s.get("resps"))
+    return item
+
+
 def _write_task(run: Run, label: str, task: TaskSpec, out: dict, chat: bool) -> None:
     name = task.name
-    items = []
-    for s in out["samples"][name]:
-        metric_names = s.get("metrics") or []
-        items.append({"doc_id": s["doc_id"], "doc": s["doc"], "target": s.get("target"),
-                      "inputs": s.get("arguments"), "outputs": s.get("filtered_resps"), "raw_outputs": s.get("resps"),
-                      "metrics": {m: s[m] for m in metric_names if m in s}})
+    items = [sample_item(s) for s in out["samples"][name]]
     summary = {key: {name: out[key][name]} for key in RESULT_KEYS if isinstance(out.get(key), dict) and name in out[key]}
     summary.update(chat_template_applied=chat, limit=task.limit)
     # samples first: a task counts as done only once its summary exists.
@@ -362,6 +373,14 @@ def load_items(run: Run, label: str, task: str) -> list[dict]:
     return run.read_jsonl(f"samples/{label}/{task}.jsonl")
 
 
+def by_filter(items: list[dict]) -> dict[str, list[dict]]:
+    """Sample rows grouped by lm-eval filter ("none" for rows written before filters were kept)."""
+    out: dict[str, list[dict]] = {}
+    for it in items:
+        out.setdefault(it.get("filter") or "none", []).append(it)
+    return out
+
+
 def _write_comparison(run: Run, labels: list[str], suite: Suite) -> None:
     from evals.compare import compare_items
 
@@ -370,17 +389,20 @@ def _write_comparison(run: Run, labels: list[str], suite: Suite) -> None:
     for task in suite.tasks:
         if not _task_done(run, base, task.name):
             continue
-        base_items = load_items(run, base, task.name)
+        base_items = by_filter(load_items(run, base, task.name))
         hib = run.read_json(f"tasks/{base}/{task.name}.json").get("higher_is_better", {}).get(task.name, {})
-        metrics = list(dict.fromkeys(m for it in base_items for m in it["metrics"]))
         for other in labels[1:]:
             if not _task_done(run, other, task.name):
                 continue
-            other_items = load_items(run, other, task.name)
-            for metric in metrics:
-                result = compare_items(task.name, metric, base, other, base_items, other_items, hib.get(metric))
-                if result is not None:
-                    rows.append(result.to_dict())
+            other_items = by_filter(load_items(run, other, task.name))
+            # Each filter is its own result (as lm-eval reports "metric,filter"): never pooled.
+            for flt, items in base_items.items():
+                metrics = list(dict.fromkeys(m for it in items for m in it["metrics"]))
+                for metric in metrics:
+                    result = compare_items(task.name, metric, base, other, items, other_items.get(flt, []),
+                                           hib.get(metric), filter=flt)
+                    if result is not None:
+                        rows.append(result.to_dict())
     run.write_json("comparison.json", {"baseline": base, "rows": rows})
 
 
@@ -445,7 +467,10 @@ def _headline(run: Run) -> dict:
         for task, values in results.items():
             for key, value in values.items():
                 if isinstance(value, (int, float)) and "stderr" not in key:
-                    out[f"{path.stem}/{task}/{key.split(',')[0]}"] = value
+                    from evals.compare import metric_label
+
+                    metric, _, flt = key.partition(",")
+                    out[f"{path.stem}/{task}/{metric_label(metric, flt)}"] = value
     return out
 
 
