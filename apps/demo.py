@@ -243,7 +243,7 @@ def _prompt_tokens(model, name: str, prompt: str, chat: bool):
         text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
         tokens = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
     else:
-        text, tokens = prompt, model.to_tokens(prompt)
+        text, tokens = prompt, model.to_tokens(prompt, prepend_bos=model.cfg.tokenizer_prepends_bos)
     return text, tokens.to(_device(model))
 
 

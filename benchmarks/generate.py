@@ -54,7 +54,7 @@ def main() -> None:
                                do_sample=False, pad_token_id=0)
 
         def mine():
-            return ours.generate(prompt, max_new_tokens=args.new, stop_at_eos=False)
+            return ours.generate(prompt, max_new_tokens=args.new, stop_at_eos=False, do_sample=False)
 
         with torch.inference_mode():
             ours_tokens, their_tokens = mine(), theirs()

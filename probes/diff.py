@@ -115,7 +115,7 @@ def _token_rows(tokenizer, values: torch.Tensor, ids: torch.Tensor) -> list[dict
 
 def _continue(model, tokens, mask, max_new_tokens: int):
     out = model.generate(tokens, attention_mask=mask, max_new_tokens=max_new_tokens, return_type="tokens",
-                         stop_at_eos=False)
+                         stop_at_eos=False, do_sample=False)
     new = out.shape[1] - tokens.shape[1]
     return out, torch.cat([mask, torch.ones(mask.shape[0], new, dtype=mask.dtype)], 1), new
 

@@ -118,7 +118,8 @@ def _batches(model, data, attention_mask, batch_size):
             yield data[start : start + batch_size].to(model.device), mask
     elif isinstance(data, list) and all(isinstance(t, str) for t in data):
         for start in range(0, len(data), batch_size):
-            yield model.to_tokens(data[start : start + batch_size], padding_side="right", return_mask=True)
+            yield model.to_tokens(data[start : start + batch_size], padding_side="right", return_mask=True,
+                                  prepend_bos=model.cfg.tokenizer_prepends_bos)
     elif isinstance(data, Iterable):
         for item in data:  # a corpus: each item is a batch in its own right
             yield from _batches(model, item, None, batch_size)

@@ -74,7 +74,8 @@ def generate(model, prompts: Sequence[str], fwd_hooks: Sequence = (), max_new_to
     with model.hooks(fwd_hooks=list(fwd_hooks)):
         for start in range(0, len(prompts), batch_size):
             tokens, mask = encode_prompts(model, prompts[start : start + batch_size], chat, system)
-            out = model.generate(tokens, attention_mask=mask, max_new_tokens=max_new_tokens, return_type="tokens")
+            out = model.generate(tokens, attention_mask=mask, max_new_tokens=max_new_tokens, return_type="tokens",
+                                 do_sample=False)
             for row in out[:, tokens.shape[1]:].tolist():
                 if eos in row:
                     row = row[: row.index(eos)]

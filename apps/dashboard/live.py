@@ -24,7 +24,7 @@ def tokens_for(model, prompt: str) -> torch.Tensor:
     """[1, pos] tokens of the prompt as the model's tokenizer encodes it; PromptTooLong past n_ctx."""
     if not prompt.strip():
         raise HarnessError("type a prompt first")
-    tokens = model.to_tokens(prompt, truncate=False)
+    tokens = model.to_tokens(prompt, truncate=False, prepend_bos=model.cfg.tokenizer_prepends_bos)
     n, n_ctx = tokens.shape[1], model.cfg.n_ctx
     if n > n_ctx:
         raise PromptTooLong(f"the prompt is {n} tokens but this model's context is {n_ctx} tokens; "

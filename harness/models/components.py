@@ -186,8 +186,9 @@ def effective_weight(linear: nn.Module) -> torch.Tensor:
     return weight
 
 
-def _has_hooks(hook: HookPoint) -> bool:
-    return bool(hook.fwd_hooks or hook.bwd_hooks)
+def _has_hooks(hook: nn.Module) -> bool:
+    # Anything standing in for the HookPoint (an attached SAE) counts as a hook.
+    return not isinstance(hook, HookPoint) or bool(hook.fwd_hooks or hook.bwd_hooks)
 
 
 class Attention(nn.Module):
@@ -213,21 +214,79 @@ class Attention(nn.Module):
             setattr(self, f"hook_{name}", HookPoint())
 
     # TransformerLens-shaped weight views, for circuit analysis ([head, d_model, d_head] etc.).
+    # Grouped key/value heads are repeated to n_heads as TransformerLens does (each query head's
+    # own view); `_W_K`, `_W_V`, `_b_K`, `_b_V` keep the n_kv_heads actually stored.
+    def _heads(self, linear: nn.Module, n: int) -> torch.Tensor:
+        return effective_weight(linear).T.reshape(self.cfg.d_model, n, -1).transpose(0, 1)
+
+    def _bias(self, linear: nn.Module, n: int) -> torch.Tensor:
+        if linear.bias is None:
+            return linear.weight.new_zeros(n, linear.weight.shape[0] // n)
+        return linear.bias.reshape(n, -1)
+
+    def _ungroup(self, x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(self.cfg.n_rep, dim=0) if self.cfg.n_rep > 1 else x
+
     @property
     def W_Q(self) -> torch.Tensor:
-        return effective_weight(self.q_proj).T.reshape(self.cfg.d_model, self.cfg.n_heads, -1).transpose(0, 1)
+        return self._heads(self.q_proj, self.cfg.n_heads)
+
+    @property
+    def _W_K(self) -> torch.Tensor:
+        return self._heads(self.k_proj, self.cfg.n_kv_heads)
+
+    @property
+    def _W_V(self) -> torch.Tensor:
+        return self._heads(self.v_proj, self.cfg.n_kv_heads)
 
     @property
     def W_K(self) -> torch.Tensor:
-        return effective_weight(self.k_proj).T.reshape(self.cfg.d_model, self.cfg.n_kv_heads, -1).transpose(0, 1)
+        return self._ungroup(self._W_K)
 
     @property
     def W_V(self) -> torch.Tensor:
-        return effective_weight(self.v_proj).T.reshape(self.cfg.d_model, self.cfg.n_kv_heads, -1).transpose(0, 1)
+        return self._ungroup(self._W_V)
 
     @property
     def W_O(self) -> torch.Tensor:
-        return effective_weight(self.o_proj).T.reshape(self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model)
+        return effective_weight(self.o_proj).T.reshape(self.cfg.n_heads, -1, self.cfg.d_model)
+
+    @property
+    def b_Q(self) -> torch.Tensor:
+        return self._bias(self.q_proj, self.cfg.n_heads)
+
+    @property
+    def _b_K(self) -> torch.Tensor:
+        return self._bias(self.k_proj, self.cfg.n_kv_heads)
+
+    @property
+    def _b_V(self) -> torch.Tensor:
+        return self._bias(self.v_proj, self.cfg.n_kv_heads)
+
+    @property
+    def b_K(self) -> torch.Tensor:
+        return self._ungroup(self._b_K)
+
+    @property
+    def b_V(self) -> torch.Tensor:
+        return self._ungroup(self._b_V)
+
+    @property
+    def b_O(self) -> torch.Tensor:
+        bias = self.o_proj.bias
+        return bias if bias is not None else self.o_proj.weight.new_zeros(self.cfg.d_model)
+
+    @property
+    def QK(self):
+        from transformer_lens.FactoredMatrix import FactoredMatrix
+
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    @property
+    def OV(self):
+        from transformer_lens.FactoredMatrix import FactoredMatrix
+
+        return FactoredMatrix(self.W_V, self.W_O)
 
     def forward(
         self,
@@ -320,6 +379,36 @@ class MLP(nn.Module):
         self.down_proj = Linear(d_mlp, cfg.d_model, bias=cfg.mlp_bias)
         self.hook_pre = HookPoint()
         self.hook_post = HookPoint()
+
+    # TransformerLens-shaped views: W_in/W_gate [d_model, d_mlp], W_out [d_mlp, d_model].
+    @property
+    def W_in(self) -> torch.Tensor:
+        return effective_weight(self.up_proj).T
+
+    @property
+    def W_gate(self) -> torch.Tensor | None:
+        return effective_weight(self.gate_proj).T if self.gated else None
+
+    @property
+    def W_out(self) -> torch.Tensor:
+        return effective_weight(self.down_proj).T
+
+    @property
+    def b_in(self) -> torch.Tensor:
+        bias = self.up_proj.bias
+        return bias if bias is not None else self.up_proj.weight.new_zeros(self.up_proj.out_features)
+
+    @property
+    def b_gate(self) -> torch.Tensor | None:
+        if not self.gated:
+            return None
+        bias = self.gate_proj.bias
+        return bias if bias is not None else self.gate_proj.weight.new_zeros(self.gate_proj.out_features)
+
+    @property
+    def b_out(self) -> torch.Tensor:
+        bias = self.down_proj.bias
+        return bias if bias is not None else self.down_proj.weight.new_zeros(self.down_proj.out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gated:

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from harness.errors import ConfigError
 
 NORMS = ("layernorm", "rmsnorm")
@@ -17,6 +19,11 @@ ACTIVATIONS = ("gelu_new", "gelu", "gelu_pytorch_tanh", "silu", "relu")
 POSITIONALS = ("learned", "rotary")
 LAYER_TYPES = ("full", "sliding")
 ROUTER_SCORINGS = ("softmax", "sigmoid")
+ARCHITECTURES = {
+    "gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM",
+    "gemma3": "Gemma3ForCausalLM", "mistral": "MistralForCausalLM", "mixtral": "MixtralForCausalLM",
+    "qwen3_moe": "Qwen3MoeForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM",
+}
 
 
 @dataclass
@@ -90,6 +97,21 @@ class ModelConfig:
 
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    # TransformerLens's switches, under its names, so its utilities (and `LocallyOverridenDefaults`)
+    # read and set them on our config as on its own.
+    default_prepend_bos: bool = True  # to_tokens(text) starts with BOS unless told otherwise
+    ln_folded: bool = False  # weight processing folded the norm weights into the next layer
+    use_attn_result: bool = True  # hook_result is always available (computed only when hooked)
+    use_split_qkv_input: bool = False
+    use_hook_mlp_in: bool = False
+    use_attn_in: bool = False
+
+    # Runtime facts TransformerLens keeps on its config; HookedLM keeps them current (not fields,
+    # so checkpoints never record them).
+    device = torch.device("cpu")
+    dtype = torch.float32
+    tokenizer_prepends_bos = None  # set when the model gets a tokenizer: does encode("") give BOS?
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -173,14 +195,95 @@ class ModelConfig:
         """How many query heads share one key/value head (1 for multi-head attention)."""
         return self.n_heads // self.n_kv_heads
 
-    # TransformerLens names, so ActivationCache and TL-style analysis code read our config.
+    # ---------------------------------------------------------------- TransformerLens's names
+    # Read-only views under HookedTransformerConfig's names, so ActivationCache, patching,
+    # head_detector and TL-style analysis code read our config as they read TransformerLens's.
     @property
-    def n_key_value_heads(self) -> int:
-        return self.n_kv_heads
+    def n_key_value_heads(self) -> int | None:
+        """None for plain multi-head attention, as TransformerLens has it (it tests `is not None`)."""
+        return self.n_kv_heads if self.n_kv_heads != self.n_heads else None
 
     @property
-    def default_prepend_bos(self) -> bool:
-        return self.bos_token_id is not None
+    def normalization_type(self) -> str:
+        """"LN" or "RMS"; "LNPre"/"RMSPre" once the norm weights have been folded away."""
+        kind = "LN" if self.norm == "layernorm" else "RMS"
+        return kind + "Pre" if self.ln_folded else kind
+
+    @property
+    def positional_embedding_type(self) -> str:
+        return "standard" if self.positional == "learned" else "rotary"
+
+    @property
+    def eps(self) -> float:
+        return self.norm_eps
+
+    @property
+    def d_vocab_out(self) -> int:
+        return self.d_vocab
+
+    @property
+    def attn_only(self) -> bool:
+        return False
+
+    @property
+    def parallel_attn_mlp(self) -> bool:
+        return False
+
+    @property
+    def final_rms(self) -> bool:
+        return self.norm == "rmsnorm"
+
+    @property
+    def rmsnorm_uses_offset(self) -> bool:
+        return bool(self.norm_offset)
+
+    @property
+    def num_experts(self) -> int | None:
+        return self.n_experts or None
+
+    @property
+    def n_devices(self) -> int:
+        return 1
+
+    @property
+    def rotary_base(self) -> float:
+        return self.rope_theta
+
+    @property
+    def rotary_adjacent_pairs(self) -> bool:
+        return self.rope_interleave
+
+    @property
+    def window_size(self) -> int | None:
+        return self.sliding_window
+
+    @property
+    def attn_types(self) -> list[str] | None:
+        return ["local" if t == "sliding" else "global" for t in self.layer_types] if "sliding" in self.layer_types else None
+
+    @property
+    def attn_scores_soft_cap(self) -> float:
+        return self.attn_softcap if self.attn_softcap is not None else -1.0
+
+    @property
+    def output_logits_soft_cap(self) -> float:
+        return self.final_softcap if self.final_softcap is not None else -1.0
+
+    @property
+    def ungroup_grouped_query_attention(self) -> bool:
+        return False
+
+    @property
+    def model_name(self) -> str:
+        return self.name or self.family
+
+    @property
+    def original_architecture(self) -> str:
+        """The transformers class this family's checkpoints name in `architectures`."""
+        return ARCHITECTURES.get(self.family, self.family)
+
+    def is_layer_norm_activation(self) -> bool:
+        return False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -66,7 +66,7 @@ def generate(
     model: "HookedLM",
     input: str | Sequence[str] | torch.Tensor,
     max_new_tokens: int = 10,
-    do_sample: bool = False,
+    do_sample: bool = True,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
@@ -81,6 +81,9 @@ def generate(
     verbose: bool = False,
 ):
     """Generate continuations. Text input is left-padded so every row ends at the same place.
+
+    Defaults are TransformerLens's: do_sample=True samples at `temperature` (temperature=0, or
+    do_sample=False, is greedy); text input gets a BOS per `cfg.default_prepend_bos`.
 
     return_type "input" returns the same kind as the input (text for text, tokens for tokens);
     "str" and "tokens" force one. Tokens include the prompt; strings are the decoded whole.

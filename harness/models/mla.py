@@ -73,6 +73,13 @@ class LatentAttention(Attention):
     W_Q = property(lambda self: self._no_linear_map())
     W_K = property(lambda self: self._no_linear_map())
     W_V = property(lambda self: self._no_linear_map())
+    _W_K = property(lambda self: self._no_linear_map())
+    _W_V = property(lambda self: self._no_linear_map())
+    b_Q = property(lambda self: self._no_linear_map())
+    b_K = property(lambda self: self._no_linear_map())
+    b_V = property(lambda self: self._no_linear_map())
+    _b_K = property(lambda self: self._no_linear_map())
+    _b_V = property(lambda self: self._no_linear_map())
 
     def project(self, x: torch.Tensor, rope) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cfg = self.cfg

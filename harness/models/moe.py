@@ -153,6 +153,20 @@ class MoE(nn.Module):
         self.hook_topk_indices = HookPoint()  # [batch, pos, k]
         self.hook_topk_weights = HookPoint()  # [batch, pos, k], float32
 
+    def _no_dense_weights(self):
+        from harness.errors import UnsupportedArchitectureError
+
+        raise UnsupportedArchitectureError(
+            f"layer {self.layer} is a mixture of experts: it has no single W_in/W_gate/W_out as TransformerLens "
+            "expects; use mlp.experts (per-expert weights) and the hook_router_logits / hook_topk_* activations"
+        )
+
+    W_in = property(lambda self: self._no_dense_weights())
+    W_gate = property(lambda self: self._no_dense_weights())
+    W_out = property(lambda self: self._no_dense_weights())
+    b_in = property(lambda self: self._no_dense_weights())
+    b_out = property(lambda self: self._no_dense_weights())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, p, d = x.shape
         logits = self.hook_router_logits(self.router(x))

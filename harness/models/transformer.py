@@ -17,12 +17,14 @@ from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.HookedRootModule import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-from harness.errors import HookNameError, ShapeError
+from harness.errors import HarnessError, HookNameError, ShapeError, UnsupportedArchitectureError
+from harness.models import processing
 from harness.models.components import MLP, Attention, AttentionMask, LayerKV, Norm, Rotary
 from harness.models.config import ModelConfig
 from harness.models.linear import Linear
 from harness.models.mla import LatentAttention
 from harness.models.moe import MoE
+from harness.models.sae_hooks import SAEHooksMixin
 
 
 class Block(nn.Module):
@@ -58,6 +60,31 @@ class Block(nn.Module):
         return self.hook_resid_post(resid + self.hook_mlp_out(mlp_out))
 
 
+class HookedCache(ActivationCache):
+    """TransformerLens's ActivationCache, refusing by name what a mixture-of-experts layer cannot
+    give it (one MLP's neurons) instead of failing on a missing hook."""
+
+    def _dense_mlps_only(self, what: str, layer: int | None) -> None:
+        cfg = self.model.cfg
+        upto = cfg.n_layers if layer is None or layer < 0 else layer
+        moe = [i for i in range(upto) if cfg.is_moe_layer(i)]
+        if moe:
+            raise UnsupportedArchitectureError(
+                f"{what}: layers {moe} are mixtures of experts, with no single MLP's neurons to decompose; "
+                "use expand_neurons=False (each layer's mlp_out) or the per-expert hooks"
+            )
+
+    def stack_neuron_results(self, layer: int, *args, **kwargs):
+        self._dense_mlps_only("stack_neuron_results", layer)
+        return super().stack_neuron_results(layer, *args, **kwargs)
+
+    def get_full_resid_decomposition(self, layer: int | None = None, mlp_input: bool = False,
+                                     expand_neurons: bool = True, *args, **kwargs):
+        if expand_neurons:
+            self._dense_mlps_only("get_full_resid_decomposition(expand_neurons=True)", layer)
+        return super().get_full_resid_decomposition(layer, mlp_input, expand_neurons, *args, **kwargs)
+
+
 class KVCache:
     """Keys and values of every layer plus the attention mask of what has been seen so far."""
 
@@ -71,7 +98,7 @@ class KVCache:
         return self.layers[0].length
 
 
-class HookedLM(HookedRootModule):
+class HookedLM(SAEHooksMixin, HookedRootModule):
     def __init__(self, cfg: ModelConfig, tokenizer: Any = None):
         super().__init__()
         self.cfg = cfg
@@ -100,6 +127,7 @@ class HookedLM(HookedRootModule):
         return Block(cfg, layer)
 
     # ------------------------------------------------------------------ TransformerLens-style views
+    # The weights under HookedTransformer's names and shapes; per-layer ones stacked over layers.
     @property
     def W_E(self) -> torch.Tensor:
         return self.embed.weight
@@ -109,9 +137,183 @@ class HookedLM(HookedRootModule):
         return self.unembed.weight.T
 
     @property
+    def b_U(self) -> torch.Tensor:
+        bias = self.unembed.bias
+        return bias if bias is not None else self.unembed.weight.new_zeros(self.cfg.d_vocab)
+
+    @property
     def W_pos(self) -> torch.Tensor:
+        if self.cfg.positional != "learned":
+            raise UnsupportedArchitectureError(
+                f"W_pos: this {self.cfg.family} model uses rotary positions, which have no embedding matrix"
+            )
         return self.pos_embed.weight
 
+    @property
+    def W_E_pos(self) -> torch.Tensor:
+        return torch.cat([self.W_E, self.W_pos], dim=0)
+
+    def _stacked(self, part: str, name: str) -> torch.Tensor:
+        return torch.stack([getattr(getattr(block, part), name) for block in self.blocks], dim=0)
+
+    W_Q = property(lambda self: self._stacked("attn", "W_Q"))
+    W_K = property(lambda self: self._stacked("attn", "W_K"))
+    W_V = property(lambda self: self._stacked("attn", "W_V"))
+    W_O = property(lambda self: self._stacked("attn", "W_O"))
+    b_Q = property(lambda self: self._stacked("attn", "b_Q"))
+    b_K = property(lambda self: self._stacked("attn", "b_K"))
+    b_V = property(lambda self: self._stacked("attn", "b_V"))
+    b_O = property(lambda self: self._stacked("attn", "b_O"))
+    W_in = property(lambda self: self._stacked("mlp", "W_in"))
+    W_out = property(lambda self: self._stacked("mlp", "W_out"))
+    b_in = property(lambda self: self._stacked("mlp", "b_in"))
+    b_out = property(lambda self: self._stacked("mlp", "b_out"))
+
+    @property
+    def W_gate(self) -> torch.Tensor | None:
+        return self._stacked("mlp", "W_gate") if self.cfg.gated_mlp else None
+
+    @property
+    def QK(self):
+        from transformer_lens.FactoredMatrix import FactoredMatrix
+
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    @property
+    def OV(self):
+        from transformer_lens.FactoredMatrix import FactoredMatrix
+
+        return FactoredMatrix(self.W_V, self.W_O)
+
+    def all_head_labels(self) -> list[str]:
+        return [f"L{layer}H{head}" for layer in range(self.cfg.n_layers) for head in range(self.cfg.n_heads)]
+
+    def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> torch.Tensor:
+        """The sum of the output biases (b_O, and b_out unless include_mlp_biases=False) of the layers
+        before `layer`, plus layer's own b_O when mlp_input: the constant part of that residual stream."""
+        if not 0 <= layer <= self.cfg.n_layers or (mlp_input and layer == self.cfg.n_layers):
+            raise ShapeError(f"accumulated_bias: layer {layer} is outside 0..{self.cfg.n_layers - int(mlp_input)}")
+        total = torch.zeros(self.cfg.d_model, device=self.device, dtype=self.dtype)
+        for i in range(layer):
+            total = total + self.blocks[i].attn.b_O
+            if include_mlp_biases:
+                total = total + self.blocks[i].mlp.b_out
+        if mlp_input:
+            total = total + self.blocks[layer].attn.b_O
+        return total
+
+    def tokens_to_residual_directions(self, tokens: str | int | torch.Tensor) -> torch.Tensor:
+        """The unembedding column of each token: [d_model], or [..., d_model] for a tensor of them."""
+        if isinstance(tokens, torch.Tensor) and tokens.numel() > 1:
+            return self.W_U[:, tokens].movedim(0, -1)
+        if isinstance(tokens, str):
+            token = self.to_single_token(tokens)
+        elif isinstance(tokens, torch.Tensor):
+            token = int(tokens.item())
+        elif isinstance(tokens, int):
+            token = tokens
+        else:
+            raise HarnessError(f"tokens_to_residual_directions takes a string, an int or a tensor; got {type(tokens).__name__}")
+        return self.W_U[:, token]
+
+    def loss_fn(self, logits, tokens, attention_mask=None, per_token: bool = False) -> torch.Tensor:
+        """TransformerLens's next-token cross-entropy (its `lm_cross_entropy_loss`)."""
+        from transformer_lens.utils import lm_cross_entropy_loss
+
+        return lm_cross_entropy_loss(logits, tokens.to(logits.device), attention_mask, per_token)
+
+    # TransformerLens's switches. hook_result is always available here (it is computed only when
+    # something hooks it), and q/k/v inputs are not split, so these only record the request.
+    def set_use_attn_result(self, use_attn_result: bool) -> None:
+        self.cfg.use_attn_result = use_attn_result
+
+    def set_use_split_qkv_input(self, use_split_qkv_input: bool) -> None:
+        if use_split_qkv_input:
+            raise UnsupportedArchitectureError(
+                "split q/k/v inputs (hook_q_input/hook_k_input/hook_v_input) are not implemented; "
+                "patch ln1.hook_normalized or hook_q/hook_k/hook_v instead"
+            )
+        self.cfg.use_split_qkv_input = False
+
+    def set_use_hook_mlp_in(self, use_hook_mlp_in: bool) -> None:
+        if use_hook_mlp_in:
+            raise UnsupportedArchitectureError("hook_mlp_in is not implemented; use blocks.{i}.ln2.hook_normalized")
+        self.cfg.use_hook_mlp_in = False
+
+    def set_use_attn_in(self, use_attn_in: bool) -> None:
+        if use_attn_in:
+            raise UnsupportedArchitectureError("hook_attn_in is not implemented; use blocks.{i}.ln1.hook_normalized")
+        self.cfg.use_attn_in = False
+
+    # ------------------------------------------------------------------ weight processing
+    def fold_layer_norm(self, fold_biases: bool | None = None, center_weights: bool | None = None) -> None:
+        processing.fold_layer_norm(self, fold_biases, center_weights)
+        self.setup()
+
+    def center_writing_weights(self) -> None:
+        processing.center_writing_weights(self)
+
+    def center_unembed(self) -> None:
+        processing.center_unembed(self)
+
+    def fold_value_biases(self) -> None:
+        processing.fold_value_biases(self)
+
+    def process_weights_(self, fold_ln: bool = True, center_writing_weights: bool = True, center_unembed: bool = True,
+                         refactor_factored_attn_matrices: bool = False, fold_value_biases: bool = True) -> "HookedLM":
+        """TransformerLens's weight processing, in place (see harness.models.processing)."""
+        return processing.process_weights_(self, fold_ln, center_writing_weights, center_unembed,
+                                           fold_value_biases, refactor_factored_attn_matrices)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_name: Any,
+        fold_ln: bool = True,
+        center_writing_weights: bool = True,
+        center_unembed: bool = True,
+        refactor_factored_attn_matrices: bool = False,
+        device: str | torch.device | None = None,
+        tokenizer: Any = None,
+        fold_value_biases: bool = True,
+        default_prepend_bos: bool | None = None,
+        dtype: torch.dtype | str = torch.float32,
+        hf_model: Any = None,
+        **unused: Any,
+    ) -> "HookedLM":
+        """TransformerLens's `HookedTransformer.from_pretrained`, with its defaults: the model
+        `harness.load` gives, then processed (fold_ln, centring, value-bias folding), so the
+        analysis numbers match a TransformerLens notebook. `harness.load` gives the unprocessed
+        model, whose activations equal transformers'. `hf_model` loads an in-memory transformers
+        model instead of `model_name`, as TransformerLens allows."""
+        from harness.loading import load
+
+        ignored = {"n_devices", "move_to_device", "default_padding_side", "checkpoint_index", "checkpoint_value"}
+        unknown = sorted(set(unused) - ignored)
+        if unknown:
+            raise HarnessError(f"from_pretrained: unsupported arguments {unknown}")
+        if isinstance(dtype, str):
+            names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+                     "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+            if dtype not in names:
+                raise HarnessError(f"from_pretrained: unknown dtype {dtype!r}; use one of {sorted(names)}")
+            dtype = names[dtype]
+        model = load(hf_model if hf_model is not None else model_name, device=device or "cpu", dtype=torch.float32,
+                     tokenizer=tokenizer)
+        model.process_weights_(fold_ln=fold_ln, center_writing_weights=center_writing_weights,
+                               center_unembed=center_unembed, fold_value_biases=fold_value_biases,
+                               refactor_factored_attn_matrices=refactor_factored_attn_matrices)
+        if default_prepend_bos is not None:
+            model.cfg.default_prepend_bos = default_prepend_bos
+        return model.to(dtype)  # processed in float32, as TransformerLens does, then cast
+
+    @classmethod
+    def from_pretrained_no_processing(cls, model_name: Any, **kwargs: Any) -> "HookedLM":
+        for flag in ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases"):
+            kwargs.setdefault(flag, False)
+        return cls.from_pretrained(model_name, **kwargs)
+
+    # ------------------------------------------------------------------ device, dtype, tokenizer
     @property
     def device(self) -> torch.device:
         return self.embed.weight.device
@@ -119,6 +321,28 @@ class HookedLM(HookedRootModule):
     @property
     def dtype(self) -> torch.dtype:
         return self.embed.weight.dtype
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to/.cuda/.half all come through here: keep cfg.device/cfg.dtype (read by
+        # TransformerLens's utilities) in step with the weights.
+        out = super()._apply(fn, *args, **kwargs)
+        self.cfg.device, self.cfg.dtype = self.embed.weight.device, self.embed.weight.dtype
+        return out
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.__dict__.get("_tokenizer")
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer: Any) -> None:
+        self.__dict__["_tokenizer"] = tokenizer
+        # TransformerLens's test for a tokenizer that adds BOS by itself.
+        self.cfg.tokenizer_prepends_bos = None if tokenizer is None else len(tokenizer.encode("")) > 0
+
+    def set_tokenizer(self, tokenizer: Any, default_padding_side: str | None = None) -> None:
+        self.tokenizer = tokenizer
+        if default_padding_side is not None:
+            tokenizer.padding_side = default_padding_side
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -170,11 +394,12 @@ class HookedLM(HookedRootModule):
         masks = self._masks(attention_mask, past, pos, batch, resid.device)
         stop = self.cfg.n_layers if stop_at_layer is None else stop_at_layer
         capacity = past_kv_cache.capacity if past_kv_cache is not None else 0
-        for i in range(start_at_layer, stop):
-            block = self.blocks[i]
-            kind = block.layer_type
-            kv = past_kv_cache.layers[i] if past_kv_cache is not None else None
-            resid = block(resid, ropes.get(kind), masks[kind], kv, capacity)
+        with self._sae_token_masks(tokens):
+            for i in range(start_at_layer, stop):
+                block = self.blocks[i]
+                kind = block.layer_type
+                kv = past_kv_cache.layers[i] if past_kv_cache is not None else None
+                resid = block(resid, ropes.get(kind), masks[kind], kv, capacity)
         if stop_at_layer is not None:
             return resid
 
@@ -270,7 +495,7 @@ class HookedLM(HookedRootModule):
             self.check_hook_names(names_filter)
         out, cache = super().run_with_cache(*model_args, **kwargs)
         if return_cache_object:
-            cache = ActivationCache(cache, self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
+            cache = HookedCache(cache, self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
         return out, cache
 
     def check_hook_names(self, names: str | Iterable[str] | Any) -> None:
@@ -298,7 +523,7 @@ class HookedLM(HookedRootModule):
     # ------------------------------------------------------------------ tokenisation
     def _need_tokenizer(self):
         if self.tokenizer is None:
-            raise ValueError("this model has no tokenizer; pass token ids, or load it with tokenizer=")
+            raise HarnessError("this model has no tokenizer; pass token ids, or load it with tokenizer=")
         return self.tokenizer
 
     def to_tokens(
@@ -310,15 +535,24 @@ class HookedLM(HookedRootModule):
         truncate: bool = True,
         return_mask: bool = False,
     ):
-        """Tokenise text. prepend_bos=None follows the tokenizer's own convention (what the model
-        was trained with); True/False force a BOS token on or off. Batches are padded on
-        `padding_side` (default right; pass "left" for generation)."""
+        """Tokenise text as TransformerLens does: prepend_bos=None means `cfg.default_prepend_bos`
+        (True unless changed), so the tokens start with BOS (the EOS token where the tokenizer has
+        no BOS), whether or not the tokenizer adds one itself; True/False force it on or off.
+        `prepend_bos=model.cfg.tokenizer_prepends_bos` gives the tokenizer's own convention (what
+        transformers feeds the model). Batches are padded on `padding_side` (default right; pass
+        "left" for generation); return_mask=True also returns the 0/1 mask (None if unpadded)."""
         tok = self._need_tokenizer()
         texts = [input] if isinstance(input, str) else list(input)
-        ids = [tok.encode(t, add_special_tokens=prepend_bos is None) for t in texts]
-        bos = tok.bos_token_id
-        if prepend_bos and bos is not None:
+        prepend = self.cfg.default_prepend_bos if prepend_bos is None else bool(prepend_bos)
+        adds = bool(self.cfg.tokenizer_prepends_bos)
+        bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        ids = [tok.encode(t, add_special_tokens=True) for t in texts]
+        if prepend and not adds:
+            if bos is None:
+                raise HarnessError("prepend_bos=True but the tokenizer has neither a BOS nor an EOS token")
             ids = [[bos] + x for x in ids]
+        elif adds and not prepend:
+            ids = [x[1:] if x and x[0] == tok.bos_token_id else x for x in ids]
         if truncate:
             ids = [x[: self.cfg.n_ctx] for x in ids]
         width = max(len(x) for x in ids)
@@ -340,9 +574,45 @@ class HookedLM(HookedRootModule):
             return [tok.decode(row) for row in tokens.tolist()]
         return tok.decode(tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens)
 
-    def to_str_tokens(self, input: str | torch.Tensor, prepend_bos: bool | None = None) -> list[str]:
-        tokens = self.to_tokens(input, prepend_bos=prepend_bos)[0] if isinstance(input, str) else input
-        return [self.tokenizer.decode([t]) for t in tokens.flatten().tolist()]
+    def to_str_tokens(self, input: Any, prepend_bos: bool | None = None, padding_side: str | None = None):
+        """Each token as its own string. Text follows to_tokens' BOS rule; a list gives a list per item."""
+        tok = self._need_tokenizer()
+        if isinstance(input, list) and not all(isinstance(x, int) for x in input):
+            return [self.to_str_tokens(x, prepend_bos, padding_side) for x in input]
+        if isinstance(input, str):
+            tokens = self.to_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side)[0]
+        else:
+            tokens = torch.as_tensor(input)
+        return [tok.decode([t], clean_up_tokenization_spaces=False) for t in tokens.flatten().tolist()]
+
+    def to_single_token(self, string: str) -> int:
+        """The id of a string that is exactly one token (no BOS); HarnessError otherwise."""
+        tokens = self.to_tokens(string, prepend_bos=False)[0]
+        if tokens.numel() != 1:
+            raise HarnessError(f"{string!r} is {tokens.numel()} tokens, not one; use to_tokens")
+        return int(tokens.item())
+
+    def to_single_str_token(self, int_token: int) -> str:
+        return self.to_str_tokens(torch.tensor([int_token]))[0]
+
+    def get_token_position(self, single_token: str | int, input: str | torch.Tensor, mode: str = "first",
+                           prepend_bos: bool | None = None, padding_side: str | None = None) -> int:
+        """Where `single_token` first (or last) occurs in `input` (text follows to_tokens' BOS rule)."""
+        tokens = self.to_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side) if isinstance(input, str) else input
+        if tokens.dim() == 2:
+            if tokens.shape[0] != 1:
+                raise ShapeError(f"get_token_position takes one sequence; got shape {tuple(tokens.shape)}")
+            tokens = tokens[0]
+        if isinstance(single_token, str):
+            single_token = self.to_single_token(single_token)
+        elif isinstance(single_token, torch.Tensor):
+            single_token = int(single_token.item())
+        where = (tokens == single_token).nonzero().flatten()
+        if where.numel() == 0:
+            raise HarnessError(f"token {single_token} does not occur in the input")
+        if mode not in ("first", "last"):
+            raise HarnessError(f"mode must be 'first' or 'last', not {mode!r}")
+        return int(where[0 if mode == "first" else -1].item())
 
     def generate(self, *args, **kwargs):
         from harness.models.generate import generate

@@ -23,7 +23,7 @@ def respond(model, prompts: list[str], max_new_tokens: int = 24, batch_size: int
             tokens[i, width - len(r) :] = torch.tensor(r)
             mask[i, width - len(r) :] = 1
         generated = model.generate(tokens.to(model.device), attention_mask=mask.to(model.device),
-                                   max_new_tokens=max_new_tokens, return_type="tokens")
+                                   max_new_tokens=max_new_tokens, return_type="tokens", do_sample=False)
         for row in generated[:, width:].tolist():
             if eos in row:
                 row = row[: row.index(eos)]

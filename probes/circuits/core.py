@@ -39,7 +39,7 @@ def as_tokens(model, prompts, what: str = "prompts") -> torch.Tensor:
         if not prompts:
             raise HarnessError(f"the {what} set is empty; give at least one prompt")
         if all(isinstance(p, str) for p in prompts):
-            tokens, mask = model.to_tokens(list(prompts), return_mask=True)
+            tokens, mask = model.to_tokens(list(prompts), return_mask=True, prepend_bos=model.cfg.tokenizer_prepends_bos)
             if mask is not None:
                 raise ShapeError(f"the {what} tokenise to different lengths; use prompts of equal token length")
             return tokens

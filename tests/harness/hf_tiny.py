@@ -76,7 +76,8 @@ def assert_greedy_matches(hf, ours, prompt, name: str, steps: int = 20):
     with torch.no_grad():
         ref = hf.generate(prompt, max_new_tokens=steps, do_sample=False, min_new_tokens=steps)
     for use_cache in (True, False):
-        got = ours.generate(prompt, max_new_tokens=steps, stop_at_eos=False, use_past_kv_cache=use_cache)
+        got = ours.generate(prompt, max_new_tokens=steps, stop_at_eos=False, use_past_kv_cache=use_cache,
+                            do_sample=False)
         assert got.tolist() == ref.tolist(), (name, use_cache)
 
 

@@ -44,9 +44,9 @@ def test_left_padded_batch_generates_what_each_row_does_alone(model):
     mask = torch.zeros(2, 9, dtype=torch.long)
     batch[0], mask[0] = a[0], 1
     batch[1, 5:], mask[1, 5:] = b[0], 1
-    out = model.generate(batch, attention_mask=mask, max_new_tokens=8, stop_at_eos=False)
-    assert out[0, 9:].tolist() == model.generate(a, max_new_tokens=8, stop_at_eos=False)[0, 9:].tolist()
-    assert out[1, 9:].tolist() == model.generate(b, max_new_tokens=8, stop_at_eos=False)[0, 4:].tolist()
+    out = model.generate(batch, attention_mask=mask, max_new_tokens=8, stop_at_eos=False, do_sample=False)
+    assert out[0, 9:].tolist() == model.generate(a, max_new_tokens=8, stop_at_eos=False, do_sample=False)[0, 9:].tolist()
+    assert out[1, 9:].tolist() == model.generate(b, max_new_tokens=8, stop_at_eos=False, do_sample=False)[0, 4:].tolist()
 
 
 def test_sampled_generation_reproducible_with_seed(model):

@@ -26,7 +26,7 @@ def pair(request):
 def test_logits_match_transformers_on_the_same_gguf(pair):
     name, hf, tokenizer, ours = pair
     for prompt in PROMPTS:
-        tokens = ours.to_tokens(prompt)
+        tokens = ours.to_tokens(prompt, prepend_bos=ours.cfg.tokenizer_prepends_bos)
         assert tokens[0].tolist() == tokenizer(prompt)["input_ids"], "tokenisation differs"
         with torch.no_grad():
             diff = (hf(tokens).logits - ours(tokens)).abs().max().item()
@@ -37,7 +37,7 @@ def test_logits_match_transformers_on_the_same_gguf(pair):
 def test_generates_the_same_text(pair):
     name, hf, tokenizer, ours = pair
     for prompt in PROMPTS[:2]:
-        tokens = ours.to_tokens(prompt)
+        tokens = ours.to_tokens(prompt, prepend_bos=ours.cfg.tokenizer_prepends_bos)
         with torch.no_grad():
             ref = hf.generate(tokens, max_new_tokens=20, do_sample=False)
-        assert ours.generate(prompt, max_new_tokens=20) == tokenizer.decode(ref[0]), name
+        assert ours.generate(prompt, max_new_tokens=20, do_sample=False, prepend_bos=ours.cfg.tokenizer_prepends_bos) == tokenizer.decode(ref[0]), name
