@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,8 +83,9 @@ def from_folder(
         raise CheckpointError(f"{folder} has no config.json; expected a Hugging Face model folder")
     try:
         hf_config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
-    except (ValueError, KeyError, json.JSONDecodeError, OSError) as err:
-        raise CheckpointError(f"cannot read {folder / 'config.json'}: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # transformers' and huggingface_hub's own validation errors included: bad input
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"cannot read {folder / 'config.json'}: {first}") from None
     family = family_for(hf_config)  # fail on an unsupported architecture before reading weights
     files = sorted(folder.glob("*.safetensors"))
     if not files:
@@ -108,7 +108,12 @@ def _folder_tokenizer(folder: Path):
         return None
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(folder)
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except Exception as err:  # a truncated or hand-edited tokenizer file is bad input, not a bug
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"cannot read the tokenizer in {folder}: {type(err).__name__}: {first}; "
+                              "re-save it with save_pretrained") from None
 
 
 def from_hf_model(hf_model, tokenizer=None, device="cpu", dtype=torch.float32) -> HookedLM:
