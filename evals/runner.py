@@ -27,7 +27,7 @@ from harness.errors import HarnessError, RunError
 from harness.runs import Run, RunStore, check_name
 
 AS_SHIPPED = "as-shipped"  # chat_template value: prompt each model with its tokenizer's own template, if any
-RESULT_KEYS = ("results", "configs", "versions", "n-shot", "higher_is_better", "n-samples")
+RESULT_KEYS = ("results", "configs", "versions", "n-shot", "higher_is_better", "n-samples", "groups", "group_subtasks")
 OFFLINE_HINTS = ("offline", "connection", "couldn't reach", "could not reach", "datasetnotfound",
                  "hub", "network", "resolve", "not found on the hugging face")
 
@@ -318,7 +318,7 @@ def _run_task(lm, model, task: TaskSpec, task_manager) -> dict:
         if any(h in f"{type(err).__name__} {first}".lower() for h in OFFLINE_HINTS):
             hint = "; its data is not reachable (lm-eval built-in tasks need a network or a local HF datasets cache)"
         raise HarnessError(f"task {task.name!r} failed: {type(err).__name__}: {first}{hint}") from None
-    if out is None or task.name not in out.get("results", {}):
+    if out is None or not (task.name in out.get("results", {}) or (task.subtasks and out.get("samples"))):
         raise HarnessError(f"task {task.name!r} produced no results (is it a group? list its subtasks instead)")
     return out
 
@@ -341,12 +341,28 @@ def sample_item(s: dict) -> dict:
 
 def _write_task(run: Run, label: str, task: TaskSpec, out: dict, chat: bool) -> None:
     name = task.name
-    items = [sample_item(s) for s in out["samples"][name]]
-    summary = {key: {name: out[key][name]} for key in RESULT_KEYS if isinstance(out.get(key), dict) and name in out[key]}
+    # A group's samples are its subtasks' rows, each naming its task; its summary holds the group's
+    # aggregate (lm-eval's "groups") and every subtask's results.
+    names = [name] if task.subtasks is None else [t for t in out["samples"] if t in _members(out, name)]
+    items = [{"task": t, **sample_item(s)} for t in names for s in out["samples"][t]]
+    keep = {name, *names}
+    summary = {key: {n: v for n, v in out[key].items() if n in keep} for key in RESULT_KEYS
+               if isinstance(out.get(key), dict) and keep & set(out[key])}
     summary.update(chat_template_applied=chat, limit=task.limit)
     # samples first: a task counts as done only once its summary exists.
     run.write_jsonl(f"samples/{label}/{name}.jsonl", items)
     run.write_json(f"tasks/{label}/{name}.json", summary)
+
+
+def _members(out: dict, group: str) -> set[str]:
+    """Every task under `group` in lm-eval's group_subtasks (groups may nest)."""
+    tree, seen, todo = out.get("group_subtasks") or {}, set(), [group]
+    while todo:
+        for sub in tree.get(todo.pop(), []):
+            if sub not in seen:
+                seen.add(sub)
+                todo.append(sub)
+    return seen
 
 
 def _task_done(run: Run, label: str, task: str) -> bool:
@@ -373,6 +389,26 @@ def load_items(run: Run, label: str, task: str) -> list[dict]:
     return run.read_jsonl(f"samples/{label}/{task}.jsonl")
 
 
+def _compared_sets(task: TaskSpec, base_items: list[dict], other_items: list[dict]):
+    """(task name, base rows, other rows) to compare: the task itself; for a group each subtask,
+    and the group when its aggregate is lm-eval's size-weighted mean, which equals the mean over
+    the pooled items (an unweighted mean of subtask means is not a per-item mean: not compared)."""
+    if task.subtasks is None:
+        yield task.name, base_items, other_items
+        return
+    names = list(dict.fromkeys(it.get("task") for it in base_items))
+    for name in names:
+        yield name, [it for it in base_items if it.get("task") == name], [it for it in other_items if it.get("task") == name]
+    pooled = {m.get("metric") for m in task.aggregate or [] if isinstance(m, dict)
+              and m.get("aggregation", "mean") == "mean" and m.get("weight_by_size", True)}
+    if pooled:
+        def tagged(items):  # a doc id is unique within its subtask only
+            return [{**it, "doc_id": f"{it.get('task')}/{it['doc_id']}",
+                     "metrics": {k: v for k, v in it["metrics"].items() if k in pooled}} for it in items]
+
+        yield task.name, tagged(base_items), tagged(other_items)
+
+
 def by_filter(items: list[dict]) -> dict[str, list[dict]]:
     """Sample rows grouped by lm-eval filter ("none" for rows written before filters were kept)."""
     out: dict[str, list[dict]] = {}
@@ -390,19 +426,20 @@ def _write_comparison(run: Run, labels: list[str], suite: Suite) -> None:
         if not _task_done(run, base, task.name):
             continue
         base_items = by_filter(load_items(run, base, task.name))
-        hib = run.read_json(f"tasks/{base}/{task.name}.json").get("higher_is_better", {}).get(task.name, {})
+        hib_all = run.read_json(f"tasks/{base}/{task.name}.json").get("higher_is_better", {})
         for other in labels[1:]:
             if not _task_done(run, other, task.name):
                 continue
             other_items = by_filter(load_items(run, other, task.name))
             # Each filter is its own result (as lm-eval reports "metric,filter"): never pooled.
             for flt, items in base_items.items():
-                metrics = list(dict.fromkeys(m for it in items for m in it["metrics"]))
-                for metric in metrics:
-                    result = compare_items(task.name, metric, base, other, items, other_items.get(flt, []),
-                                           hib.get(metric), filter=flt)
-                    if result is not None:
-                        rows.append(result.to_dict())
+                for name, mine, theirs in _compared_sets(task, items, other_items.get(flt, [])):
+                    metrics = list(dict.fromkeys(m for it in mine for m in it["metrics"]))
+                    hib = hib_all.get(name) or next(iter(hib_all.values()), {})
+                    for metric in metrics:
+                        result = compare_items(name, metric, base, other, mine, theirs, hib.get(metric), filter=flt)
+                        if result is not None:
+                            rows.append(result.to_dict())
     run.write_json("comparison.json", {"baseline": base, "rows": rows})
 
 

@@ -43,6 +43,8 @@ class TaskSpec:
     limit: int | None = None
     chat: bool = False  # apply the model's chat template (when it has one)
     source: Path | None = None  # the YAML that defines it; None for lm-eval built-ins
+    subtasks: list[str] | None = None  # a group: the tasks lm-eval runs and aggregates under its name
+    aggregate: list[dict] | None = None  # a group's aggregate_metric_list, as in its YAML
 
 
 @dataclasses.dataclass
@@ -135,17 +137,35 @@ def _user_suite(path: Path, limit: int | None) -> Suite:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*.y*ml") if p.suffix in (".yaml", ".yml"))
     if not files:
         raise HarnessError(f"{path} holds no lm-eval task YAML files (*.yaml)")
-    tasks = []
+    tasks, grouped = [], set()
     for file in files:
         doc = validate_task_file(file, data_root=Path.cwd())
         names = doc.get("task")
+        meta = doc.get("metadata") or {}
+        if isinstance(doc.get("group"), str) and isinstance(names, list):
+            # A group file (lm-eval's `group:` + a `task:` list): run as lm-eval runs it, its
+            # subtasks under it and its aggregate_metric_list computed by lm-eval.
+            subtasks = [_subtask_name(t, file) for t in names]
+            grouped.update(subtasks)
+            aggregate = doc.get("aggregate_metric_list")
+            tasks.append(TaskSpec(doc["group"], limit, bool(meta.get("chat")), file, subtasks=subtasks,
+                                  aggregate=aggregate if isinstance(aggregate, list) else None))
+            continue
         for name in [names] if isinstance(names, str) else []:
-            meta = doc.get("metadata") or {}
             tasks.append(TaskSpec(name, limit, bool(meta.get("chat")), file))
+    tasks = [t for t in tasks if t.subtasks is not None or t.name not in grouped]  # a group's tasks run inside it
     if not tasks:
         raise HarnessError(f"no `task:` names found in {path}")
     folder = path if path.is_dir() else path.parent
     return Suite(path.name, tasks, folder, include_defaults=False)
+
+
+def _subtask_name(entry, file: Path) -> str:
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict) and isinstance(entry.get("task"), str):
+        return entry["task"]
+    raise HarnessError(f"{file}: each entry of a group's `task:` list must be a task name or a mapping with `task:`")
 
 
 def builtin_task_names() -> set[str]:
