@@ -7,10 +7,14 @@
     load_corpus("data.parquet")           one document per row, column "text"
     load_corpus("book.txt")               the whole file is one document
     load_corpus(["doc one", "doc two"])   documents already in memory
+    load_corpus(dataset)                  a datasets.Dataset or IterableDataset (column "text")
+    load_corpus(dataset["text"])          a datasets column (or any sequence of strings)
+    load_corpus("saved/")                 a folder written by Dataset.save_to_disk (or a DatasetDict's; split=)
     load_corpus("hf:roneneldan/TinyStories")  a Hugging Face dataset (streamed; needs a network)
     load_corpus("roneneldan/TinyStories")     the same, when no such local path exists
 
 Everything streams: no source is read whole into memory (except one .txt file, one document).
+Files must be UTF-8: a binary or otherwise undecodable file is a CorpusError naming the file and line.
 """
 
 from __future__ import annotations
@@ -54,6 +58,13 @@ def load_corpus(spec: "str | os.PathLike | Corpus", text_field: str = "text", sp
         return spec
     if isinstance(spec, (list, tuple)):
         return _memory_corpus(list(spec))
+    if _is_datasets_object(spec):
+        return _datasets_corpus(spec, text_field, split)
+    if not isinstance(spec, (str, os.PathLike)):
+        if hasattr(spec, "__iter__") and hasattr(spec, "__len__"):  # a datasets Column, a pandas Series, ...
+            return _memory_corpus(list(spec))
+        raise CorpusError(f"cannot read a corpus from a {type(spec).__name__}: give a path, 'stdlib-docs', 'hf:NAME', "
+                          "a list of strings, or a datasets Dataset / IterableDataset / column")
     text = str(spec)
     if text == "stdlib-docs":
         from harness.data import stdlib_docs
@@ -62,6 +73,8 @@ def load_corpus(spec: "str | os.PathLike | Corpus", text_field: str = "text", sp
     if text.startswith("hf:"):
         return _hf_corpus(text[3:], text_field, split)
     path = Path(text).expanduser()
+    if path.is_dir() and _is_saved_dataset(path):
+        return _saved_dataset_corpus(path, text_field, split)
     if path.exists():
         return _local_corpus(path, text_field)
     if HF_NAME.match(text) and not text.endswith(SUFFIXES):
@@ -71,8 +84,9 @@ def load_corpus(spec: "str | os.PathLike | Corpus", text_field: str = "text", sp
 
 
 def _memory_corpus(docs: list) -> Corpus:
-    if not all(isinstance(d, str) for d in docs):
-        raise CorpusError("an in-memory corpus must be a list of strings")
+    bad = next((i for i, d in enumerate(docs) if not isinstance(d, str)), None)
+    if bad is not None:
+        raise CorpusError(f"an in-memory corpus must be strings; item {bad} is a {type(docs[bad]).__name__}")
     digest = _sha1("\x00".join(docs))
     return Corpus(f"memory:{digest[:12]}", {"source": "memory", "documents": len(docs), "sha1": digest},
                   lambda: iter(docs))
@@ -108,12 +122,30 @@ def _local_corpus(path: Path, text_field: str) -> Corpus:
     return Corpus(str(path), fingerprint, documents)
 
 
+def _not_utf8(path: Path, data: bytes, err: UnicodeDecodeError, line: int | None = None) -> CorpusError:
+    line = line if line is not None else data.count(b"\n", 0, err.start) + 1
+    return CorpusError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}; a binary file?); "
+                       "corpus files must be UTF-8")
+
+
 def _read_file(path: Path, text_field: str) -> Iterator[str]:
     if path.suffix in TEXT_SUFFIXES:
-        yield path.read_text(encoding="utf-8", errors="replace")
+        data = path.read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise _not_utf8(path, data, err) from None
+        if "\x00" in text:
+            raise CorpusError(f"{path}:{text.count(chr(10), 0, text.index(chr(0))) + 1}: holds a NUL byte "
+                              "(a binary file?); corpus files must be UTF-8 text")
+        yield text
     elif path.suffix in JSON_SUFFIXES:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise _not_utf8(path, raw, err, lineno) from None
                 if not line.strip():
                     continue
                 try:
@@ -122,9 +154,13 @@ def _read_file(path: Path, text_field: str) -> Iterator[str]:
                     raise CorpusError(f"{path}:{lineno}: not JSON Lines ({e.msg}); one JSON object per line") from None
                 yield _field(row, text_field, f"{path}:{lineno}")
     else:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(path)
+        try:
+            pf = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as err:
+            raise CorpusError(f"{path}: not a readable parquet file ({(str(err).splitlines() or [''])[0]})") from None
         if text_field not in pf.schema_arrow.names:
             raise CorpusError(f"{path}: no column {text_field!r} (columns: {', '.join(pf.schema_arrow.names)}); "
                               "pass text_field=")
@@ -168,3 +204,62 @@ def _hf_corpus(name: str, text_field: str, split: str) -> Corpus:
             yield _field(row, text_field, f"{repo} row {i}")
 
     return Corpus(f"hf:{name}", fingerprint, documents)
+
+
+# -- datasets objects and save_to_disk folders -------------------------------------------------
+
+def _is_datasets_object(obj) -> bool:
+    module = type(obj).__module__ or ""
+    return module.startswith("datasets.") and type(obj).__name__ in ("Dataset", "IterableDataset", "DatasetDict",
+                                                                      "IterableDatasetDict", "Column", "IterableColumn")
+
+
+def _datasets_corpus(ds, text_field: str, split: str, name: str | None = None) -> Corpus:
+    kind = type(ds).__name__
+    if kind in ("DatasetDict", "IterableDatasetDict"):
+        if split not in ds:
+            raise CorpusError(f"the dataset has no split {split!r} (splits: {', '.join(ds)}); pass split=")
+        return _datasets_corpus(ds[split], text_field, split, name)
+    if kind in ("Column", "IterableColumn"):
+        column = ds
+
+        def documents() -> Iterator[str]:
+            for i, value in enumerate(column):
+                if not isinstance(value, str):
+                    raise CorpusError(f"the datasets column's row {i} is a {type(value).__name__}, not a string")
+                yield value
+
+        fp = {"source": "datasets-column", "type": kind, "rows": len(column) if hasattr(column, "__len__") else None}
+        return Corpus(name or f"datasets-column:{kind}", fp, documents)
+    columns = list(ds.column_names or []) if getattr(ds, "column_names", None) is not None else None
+    if columns is not None and text_field not in columns:
+        raise CorpusError(f"the dataset has no column {text_field!r} (columns: {', '.join(columns)}); pass text_field=")
+    fingerprint = {"source": "datasets", "type": kind, "text_field": text_field,
+                   "fingerprint": getattr(ds, "_fingerprint", None),
+                   "rows": len(ds) if kind == "Dataset" else None}
+    where = name or f"datasets:{getattr(ds, '_fingerprint', None) or kind}"
+
+    def documents() -> Iterator[str]:
+        rows = ds.select_columns([text_field]) if kind == "Dataset" else ds
+        for i, row in enumerate(rows):
+            yield _field(row, text_field, f"{where} row {i}")
+
+    return Corpus(where, fingerprint, documents)
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or ((path / "state.json").is_file()
+                                                        and (path / "dataset_info.json").is_file())
+
+
+def _saved_dataset_corpus(path: Path, text_field: str, split: str) -> Corpus:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as err:  # datasets raises many types on a damaged folder
+        raise CorpusError(f"{path}: not a readable save_to_disk folder ({type(err).__name__}: "
+                          f"{(str(err).splitlines() or [''])[0]})") from None
+    corpus = _datasets_corpus(ds, text_field, split, name=str(path))
+    corpus.fingerprint.update(source="datasets-disk", path=str(path.resolve()))
+    return corpus

@@ -205,3 +205,63 @@ def test_prefetch_keeps_order_and_errors():
     early = prefetch(itertools.count())  # an endless producer stops when the consumer does
     assert [next(early) for _ in range(3)] == [0, 1, 2]
     early.close()
+
+
+# -- datasets objects, save_to_disk folders, undecodable files -----------------------------------
+
+def test_datasets_objects_are_corpora(tmp_path):
+    import datasets
+
+    docs = [f"document number {i} about {w}" for i, w in enumerate(["cats", "dogs", "fish", "birds"])]
+    ds = datasets.Dataset.from_dict({"text": docs, "n": list(range(4))})
+    for spec in (ds, ds.to_iterable_dataset(), ds["text"], datasets.DatasetDict({"train": ds})):
+        corpus = load_corpus(spec)
+        assert list(corpus) == docs and list(corpus) == docs  # re-iterable, same order
+    assert load_corpus(ds).fingerprint["fingerprint"] == ds._fingerprint
+    other = datasets.Dataset.from_dict({"body": docs})
+    assert list(load_corpus(other, text_field="body")) == docs
+    with pytest.raises(CorpusError, match=r"no column 'text' \(columns: body\); pass text_field="):
+        load_corpus(other)
+    with pytest.raises(CorpusError, match="row 0 is a int, not a string"):
+        list(load_corpus(datasets.Dataset.from_dict({"text": ["a", "b"], "n": [1, 2]})["n"]))
+    with pytest.raises(CorpusError, match="no split 'train'"):
+        load_corpus(datasets.DatasetDict({"test": ds}))
+    # a save_to_disk folder, of a Dataset and of a DatasetDict (split=), also through --corpus text
+    ds.save_to_disk(str(tmp_path / "saved"))
+    datasets.DatasetDict({"train": ds, "validation": ds.select([0])}).save_to_disk(str(tmp_path / "saved_dict"))
+    assert list(load_corpus(str(tmp_path / "saved"))) == docs
+    assert load_corpus(tmp_path / "saved").fingerprint["source"] == "datasets-disk"
+    assert list(load_corpus(str(tmp_path / "saved_dict"), split="validation")) == docs[:1]
+    # packing works on it
+    tok = word_tokenizer(" ".join(docs).split())
+    assert len(list(pack(load_corpus(ds), tok, 4))) > 0
+
+
+@pytest.mark.parametrize("name,data,expected", [
+    ("bin.txt", b"\x89PNG\r\n\x1a\n\xff\xd8\xff", r"bin\.txt:1: not UTF-8 text \(byte 0x89"),
+    ("latin.md", "line one\nline two\ncaf\u00e9\n".encode("latin-1"), r"latin\.md:3: not UTF-8 text \(byte 0xe9"),
+    ("nul.txt", b"plain text\n\x00\x00\x00", r"nul\.txt:2: holds a NUL byte"),
+    ("rows.jsonl", b'{"text": "fine"}\n{"text": "caf\xe9"}\n', r"rows\.jsonl:2: not UTF-8 text"),
+    ("blob.jsonl", bytes(range(256)), r"blob\.jsonl:1: not JSON Lines"),
+    ("fake.parquet", b"not a parquet file at all", r"fake\.parquet: not a readable parquet file"),
+])
+def test_undecodable_corpus_files_name_file_and_line(tmp_path, name, data, expected):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(CorpusError, match=expected) as err:
+        list(load_corpus(path))
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    # the same through a folder
+    with pytest.raises(CorpusError, match=expected):
+        list(load_corpus(tmp_path))
+
+
+def test_cli_binary_corpus_is_one_line(tmp_path, capsys):
+    from apps.cli import main as cli_main
+
+    (tmp_path / "c.txt").write_bytes(b"\xff\xfe\x00\x01binary")
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["cache", "--model", str(tmp_path / "no-model"), "--corpus", str(tmp_path / "c.txt"),
+                  "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
