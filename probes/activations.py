@@ -63,8 +63,8 @@ def encode_prompts(model, prompts: Sequence[str], chat: bool | str = "auto", sys
     chat_on = use_chat(model, chat)
     texts = format_prompts(model, prompts, chat_on, system)
     # A chat template already writes its own special tokens; plain text follows the tokenizer.
-    tokens, mask = model.to_tokens(texts, prepend_bos=False if chat_on else model.cfg.tokenizer_prepends_bos, padding_side="left",
-                                   return_mask=True)
+    prepend = False if chat_on else model.cfg.tokenizer_prepends_bos
+    tokens, mask = model.to_tokens(texts, prepend_bos=prepend, padding_side="left", return_mask=True)
     if mask is None:
         mask = torch.ones_like(tokens)
     return tokens, mask
