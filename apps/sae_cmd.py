@@ -9,6 +9,11 @@
 
 Results go into the SAE's run folder: sae/ (SAELens format), train_log.jsonl, eval.json,
 features.json.
+
+Defaults leave attention sinks and outliers out of training, evaluation and feature analysis: the
+first position of each context (--skip-positions 1), special tokens (--keep-special-tokens to
+keep them) and tokens whose norm is >= 10x the median (--norm-ratio 10; 0 turns it off; --max-norm
+sets the threshold itself). Rerunning an interrupted `sae train` with the same arguments resumes it.
 """
 
 from __future__ import annotations
@@ -57,15 +62,23 @@ def _register_train(sub) -> None:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr-warm-up-steps", type=int, default=0)
-    p.add_argument("--skip-positions", type=int, default=0,
-                   help="leave the first N positions of each context out (attention-sink outliers)")
+    p.add_argument("--skip-positions", type=int, default=1,
+                   help="leave the first N positions of each context out (attention sinks; default 1)")
+    p.add_argument("--keep-special-tokens", action="store_true",
+                   help="train on BOS/EOS/PAD positions too (left out by default, as SAELens's exclude_special_tokens)")
+    p.add_argument("--norm-ratio", type=float, default=10.0,
+                   help="leave out tokens whose activation norm is above this many times the median (default 10; "
+                        "0: keep them)")
     p.add_argument("--max-norm", type=float, default=None,
-                   help="leave out cached activations with a larger L2 norm (massive attention-sink activations)")
+                   help="leave out activations with a larger L2 norm (an absolute threshold instead of --norm-ratio)")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="steps between resumable checkpoints when training from a cache (default: a tenth)")
     p.add_argument("--autocast", action="store_true",
                    help="train the SAE under bfloat16 autocast (faster on CPUs with bf16)")
     p.add_argument("--log-every", type=int, default=50, help="print loss, L0 and explained variance every N steps")
     p.add_argument("--eval-tokens", type=_tokens, default=0,
                    help="after training, evaluate on this many held-out tokens")
+    p.add_argument("--eval-corpus", help="corpus for that evaluation (default: --corpus, or the cache's corpus)")
     p.add_argument("--eval-model", help="model for that evaluation when training from a cache (default --model)")
     p.set_defaults(func=cmd_train)
 
@@ -79,6 +92,8 @@ def _register_eval(sub) -> None:
     p.add_argument("--corpus", default="stdlib-docs")
     p.add_argument("--tokens", type=_tokens, default=8192)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--all-positions", action="store_true",
+                   help="evaluate on every position, sinks and outliers included (not what the SAE was trained for)")
     p.set_defaults(func=cmd_eval)
 
 
@@ -112,6 +127,8 @@ def cmd_train(args) -> int:
 
     if args.corpus and not args.model:
         raise ConfigError("--corpus trains on the fly and needs --model; or give --from-cache CACHE instead")
+    if args.norm_ratio < 0:
+        raise ConfigError(f"--norm-ratio must be 0 (off) or above 1, not {args.norm_ratio}")
     cache = out_folder(args.from_cache, args.runs) if args.from_cache else None
     if cache is not None:
         from harness.caching import CachedActivations
@@ -122,20 +139,31 @@ def cmd_train(args) -> int:
                        tokens=args.tokens, corpus=args.corpus, cache=cache, out=args.out, runs=args.runs,
                        batch_tokens=args.batch_tokens, lr=args.lr, context_length=args.context_length,
                        seed=args.seed, lr_warm_up_steps=args.lr_warm_up_steps, autocast=args.autocast,
-                       skip_positions=args.skip_positions, max_norm=args.max_norm,
-                       log_every=args.log_every, command=_command())
+                       skip_positions=args.skip_positions, exclude_special=not args.keep_special_tokens,
+                       norm_ratio=args.norm_ratio or None, max_norm=args.max_norm,
+                       checkpoint_every=args.checkpoint_every, log_every=args.log_every, command=_command())
     print(f"SAE saved to {result.path}")
+    for note in result.run.manifest.get("notes") or []:
+        print(f"note: {note}")
     if args.eval_tokens:
         eval_model = model if model is not None and not args.eval_model else None
         if eval_model is None:
             if not (args.eval_model or args.model):
                 raise ConfigError("--eval-tokens after training from a cache needs --eval-model (or --model)")
             eval_model = _load(args, args.eval_model)
-        ev = evaluate_sae(result.sae, eval_model, args.hook, n_tokens=args.eval_tokens,
+        corpus = args.eval_corpus or args.corpus or _cache_corpus(cache)
+        ev = evaluate_sae(result.sae, eval_model, args.hook, corpus=corpus, n_tokens=args.eval_tokens,
                           context_length=args.context_length, progress=True)
         ev.write(result.run)
+        print(f"evaluated on {ev.metrics['n_tokens']:,} held-out tokens of {corpus}")
         _print_metrics(ev.metrics)
     return 0
+
+
+def _cache_corpus(cache) -> str:
+    """The corpus a cache was made from, when it is one `--corpus` can name again."""
+    name = ((cache.job.get("corpus") or {}).get("name") if cache is not None else None) or "stdlib-docs"
+    return name
 
 
 def cmd_eval(args) -> int:
@@ -143,11 +171,12 @@ def cmd_eval(args) -> int:
 
     sae = load_sae(_sae_path(args))
     model = _load(args)
+    override = dict(skip_positions=0, max_norm=0, exclude_special=False) if args.all_positions else {}
     ev = evaluate_sae(sae, model, args.hook, corpus=args.corpus, n_tokens=args.tokens,
-                      context_length=args.context_length, batch_size=args.batch_size, progress=True)
+                      context_length=args.context_length, batch_size=args.batch_size, progress=True, **override)
     run = _sae_run(args)
     if run is not None:
-        ev.write(run)
+        ev.write(run, "eval_all_positions" if args.all_positions else "eval")
     _print_metrics(ev.metrics)
     return 0
 
@@ -187,6 +216,23 @@ def _sae_run(args):
     return RunStore(folder.parent).open(folder)
 
 
+HEADLINE = ("explained_variance", "ce_loss_recovered", "kl_div", "l0", "mse")
+
+
 def _print_metrics(metrics: dict) -> None:
+    """The headline (EV always next to CE loss recovered and KL), the excluded positions apart,
+    any warning, then every metric."""
+    head = "  ".join(f"{k} {metrics[k]:.4g}" for k in HEADLINE if isinstance(metrics.get(k), float))
+    print(f"on {metrics.get('n_tokens', 0):,} positions the SAE is for: {head}")
+    n_out = metrics.get("excluded/n_tokens", 0)
+    if n_out:
+        why = ", ".join(f"{metrics.get('excluded/by_' + r, 0):,} by {r}" for r in ("position", "special", "norm"))
+        figs = "  ".join(f"{k} {metrics['excluded/' + k]:.4g}" for k in ("explained_variance", "mse", "l0")
+                         if isinstance(metrics.get("excluded/" + k), float))
+        print(f"left out (kept clean when spliced): {n_out:,} positions ({why}); there: {figs}")
+    for w in metrics.get("warnings") or []:
+        print(f"WARNING: {w}")
     for key, value in metrics.items():
-        print(f"{key:>20}: {value:.4f}" if isinstance(value, float) else f"{key:>20}: {value}")
+        if key == "warnings" or key.startswith("excluded/"):
+            continue
+        print(f"{key:>22}: {value:.4f}" if isinstance(value, float) else f"{key:>22}: {value}")

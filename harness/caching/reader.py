@@ -7,10 +7,18 @@
         ...
     provider = cache.stream("blocks.0.hook_resid_post", 4096)         # endless, for trainers
     ids = cache.token_ids(0)                                         # [shard contexts, L] of shard 0
+    # leave out attention-sink / outlier positions (what SAE training does by default):
+    for x in cache.batches(hook, 4096, skip_positions=1, exclude_tokens=(0,), max_norm=80.0, counts=counts):
+        ...
 
 A "row" is one token position for hooks whose second axis is the position (resid, mlp, q/k/v,
 z, ...) and one context otherwise (attention patterns). Opening costs no reads; memory use is
 the batches you take plus the OS page cache.
+
+Exclusion (per-position hooks only): `skip_positions` leaves out the first positions of every
+context, `exclude_tokens` the positions holding those token ids, `max_norm` the rows whose L2
+norm exceeds it; `counts` (a dict) is increased by how many rows each rule left out
+("position", "special", "norm") and how many were kept ("kept").
 """
 
 from __future__ import annotations
@@ -81,6 +89,24 @@ class CachedActivations:
             return t.reshape(t.shape[0] * t.shape[1], *t.shape[2:])  # a view: still memory-mapped
         return t
 
+    def kept_rows(self, hook: str, shard: int, *, skip_positions: int = 0, exclude_tokens=(),
+                  max_norm: float | None = None, counts: dict | None = None) -> torch.Tensor:
+        """The [rows, d] activations of one shard left after the exclusion rules (module docstring)."""
+        t = self.activations(hook, shard)
+        if not (skip_positions or len(exclude_tokens) or max_norm is not None):
+            rows = self._rows(hook, shard)
+            if counts is not None:
+                counts["kept"] = counts.get("kept", 0) + len(rows)
+            return rows
+        if t.dim() != 3 or t.shape[1] != self.context_length:
+            raise HookNameError(f"{hook!r} is not a per-position hook (shape {tuple(t.shape[1:])} per context); "
+                                "positions cannot be excluded from it")
+        masks = exclusion_masks(self.token_ids(shard), t, skip_positions, exclude_tokens, max_norm)
+        if counts is not None:
+            for key, m in masks.items():
+                counts[key] = counts.get(key, 0) + int(m.sum())
+        return t[masks["kept"]]
+
     def n_rows(self, hook: str) -> int:
         return sum(len(self._rows(hook, s)) for s in range(self.n_shards))
 
@@ -98,14 +124,15 @@ class CachedActivations:
         return batch[torch.randperm(len(batch), generator=generator)]
 
     def batches(self, hook: str, batch_size: int, seed: int = 0, shuffle: bool = True,
-                shards_in_buffer: int = 2, drop_last: bool = True) -> Iterator[torch.Tensor]:
+                shards_in_buffer: int = 2, drop_last: bool = True, **exclude) -> Iterator[torch.Tensor]:
         """One epoch of batches. Shuffled: shard order is permuted and rows are mixed within a
-        window of `shards_in_buffer` shards, so memory is bounded by that window."""
+        window of `shards_in_buffer` shards, so memory is bounded by that window. `exclude`:
+        skip_positions / exclude_tokens / max_norm / counts, as kept_rows takes them."""
         g = torch.Generator().manual_seed(seed)
         order = torch.randperm(self.n_shards, generator=g).tolist() if shuffle else list(range(self.n_shards))
         leftover = None
         for w in range(0, len(order), shards_in_buffer):
-            window = [self._rows(hook, s) for s in order[w:w + shards_in_buffer]]
+            window = [self.kept_rows(hook, s, **exclude) for s in order[w:w + shards_in_buffer]]
             rows = torch.cat(([leftover] if leftover is not None else []) + window)
             if shuffle:
                 rows = rows[torch.randperm(len(rows), generator=g)]
@@ -116,8 +143,26 @@ class CachedActivations:
         if leftover is not None and not drop_last:
             yield leftover
 
-    def stream(self, hook: str, batch_size: int, seed: int = 0) -> Iterator[torch.Tensor]:
+    def stream(self, hook: str, batch_size: int, seed: int = 0, **exclude) -> Iterator[torch.Tensor]:
         """Endless shuffled batches, epoch after epoch (a new shuffle each): what a trainer such
-        as SAELens's SAETrainer takes as its data provider."""
+        as SAELens's SAETrainer takes as its data provider. `exclude` as in batches."""
         for epoch in itertools.count():
-            yield from self.batches(hook, batch_size, seed=seed + epoch)
+            yield from self.batches(hook, batch_size, seed=seed + epoch, **exclude)
+
+
+def exclusion_masks(tokens: torch.Tensor | None, x: torch.Tensor, skip_positions: int = 0, exclude_tokens=(),
+                    max_norm: float | None = None) -> dict[str, torch.Tensor]:
+    """Boolean [n, pos] masks for activations x [n, pos, d] (token ids [n, pos]): the positions
+    each rule leaves out ("position", "special", "norm"; a position counts under the first rule
+    that excludes it) and those kept ("kept")."""
+    shape, device = x.shape[:-1], x.device
+    position = torch.zeros(shape, dtype=torch.bool, device=device)
+    position[..., :skip_positions] = True
+    special = torch.zeros(shape, dtype=torch.bool, device=device)
+    if len(exclude_tokens) and tokens is not None:
+        ids = torch.as_tensor(list(exclude_tokens), device=tokens.device, dtype=tokens.dtype)
+        special = torch.isin(tokens, ids).to(device) & ~position
+    norm = torch.zeros(shape, dtype=torch.bool, device=device)
+    if max_norm is not None:
+        norm = (x.float().norm(dim=-1) > max_norm) & ~position & ~special
+    return {"position": position, "special": special, "norm": norm, "kept": ~(position | special | norm)}

@@ -34,23 +34,22 @@ class FeatureReport:
         run.write_tensors(f"{name}_density.safetensors", {"density": self.density, "mean_act": self.mean_act})
 
 
-def feature_acts(sae, model, hook: str, tokens: torch.Tensor) -> torch.Tensor:
+def feature_acts(sae, model, hook: str, tokens: torch.Tensor, exclusion=None) -> torch.Tensor:
     """SAE feature activations [n, pos, d_sae] at `hook` for token ids [n, pos]; zero where the SAE
-    was trained without the activations (leading positions, norms above its max_activation_norm)."""
+    is not meant to apply: the positions its training left out (leading positions, special tokens,
+    norms above its max_activation_norm; probes.sae.outliers), or those of `exclusion` if given."""
     from harness.caching.hooks import stop_layer
-    from probes.sae.evaluate import trained_skip
+    from probes.sae.outliers import Exclusion
 
+    ex = exclusion if exclusion is not None else Exclusion.of_sae(sae)
     with torch.inference_mode():
-        _, cache = model.run_with_cache(tokens.to(next(model.parameters()).device), names_filter=[hook],
+        tokens = tokens.to(next(model.parameters()).device)
+        _, cache = model.run_with_cache(tokens, names_filter=[hook],
                                         stop_at_layer=stop_layer([hook], model.cfg.n_layers))
         x = cache[hook]
-        acts = sae.encode(x.to(sae.dtype)).float().cpu()
-        max_norm = getattr(sae.cfg.metadata, "max_activation_norm", None)
-        if max_norm is not None:
-            acts = acts.masked_fill((x.float().norm(dim=-1, keepdim=True) > max_norm).cpu(), 0)
-    acts = acts.clone()  # an ordinary tensor: callers may edit it
-    acts[:, :trained_skip(sae)] = 0
-    return acts
+        acts = sae.encode(x.to(sae.dtype)).float()
+        acts = acts.masked_fill(~ex.masks(tokens, x)["kept"][..., None], 0).cpu()
+    return acts.clone()  # an ordinary tensor: callers may edit it
 
 
 def firing_stats(chunks, d_sae: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,10 +11,27 @@ corpus packed by the harness (override_dataset). From a cache, SAELens's SAETrai
 batches straight from the memory-mapped shards: no model, no forward passes. Both write the
 SAE into the run folder's `sae/` in SAELens's format (cfg.json, sae_weights.safetensors,
 sparsity.safetensors, runner_cfg.json); SAELens's scratch files go to a temporary folder.
+
+Defaults are sink- and outlier-aware (probes.sae.outliers): the first position of every context,
+the tokenizer's special tokens, and tokens whose norm is >= norm_ratio (10) x the median are left
+out of training; the threshold and the counts go into the run's manifest (`exclusion`,
+`excluded`) and the rules into the SAE's cfg.json, which evaluation and feature analysis follow.
+Activations are normalised as SAELens does (`normalize`, one of its `normalize_activations`
+options, default "expected_average_only_in"); SAELens folds an estimated scale into the weights
+at the end, so the saved SAE applies to raw activations, and cfg.json's metadata records which
+normalisation training used and the factor (`trained_normalize_activations`, `norm_scaling_factor`).
+
+Resuming: rerunning with the same `out` and the same settings continues a run that was killed or
+failed, instead of refusing. From a cache, training checkpoints atomically every
+`checkpoint_every` steps (probes.sae.checkpoint) and resumes from the newest checkpoint to the
+same weights an uninterrupted run ends with; a damaged checkpoint is refused. On the fly (SAELens's
+runner, whose activation buffer cannot be restored exactly) the rerun restarts cleanly in the same
+run folder. A complete run, or one with other settings, is refused.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import tempfile
@@ -25,10 +42,15 @@ from typing import Any
 
 import torch
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, RunError
+from probes.sae.checkpoint import Checkpoints
 from probes.sae.configs import sae_config
 from probes.sae.io import SAE_SUBDIR, hook_width
+from probes.sae.outliers import DEFAULT_SKIP_POSITIONS, NORM_RATIO, Exclusion, check_settings, choose, \
+    special_token_ids
 from probes.sae.progress import Progress
+
+NORM_SAMPLE_CONTEXTS = 64  # contexts the outlier threshold (norm_ratio x median norm) is measured on
 
 
 @dataclass
@@ -49,67 +71,150 @@ def train_sae(model, hook: str, *, arch: str = "topk", d_sae: int, tokens: int, 
               out=None, runs=None, k: int | None = None, sparsity: float | None = None, lr: float = 3e-4,
               batch_tokens: int = 4096, context_length: int = 128, normalize: str = "expected_average_only_in",
               lr_warm_up_steps: int = 0, lr_decay_steps: int | None = None, seed: int = 0, log_every: int = 50,
-              autocast: bool = False, skip_positions: int = 0, max_norm: float | None = None,
-              progress: bool = True, extra: dict | None = None, command: str | None = None) -> TrainResult:
+              autocast: bool = False, skip_positions: int = DEFAULT_SKIP_POSITIONS, exclude_special=True,
+              norm_ratio: float | None = NORM_RATIO, max_norm: float | None = None,
+              checkpoint_every: int | None = None, progress: bool = True, extra: dict | None = None,
+              command: str | None = None) -> TrainResult:
     """Train one SAE on `hook` (see the module docstring); give exactly one of corpus / cache.
 
-    skip_positions=n leaves out the first n positions of every context (SAELens's seqpos_slice):
-    many models park huge-norm "attention sink" activations at position 0, which would otherwise
-    dominate the MSE; evaluation then splices the SAE from position n on (recorded in cfg.json).
-    max_norm (cache only) leaves out every activation whose L2 norm exceeds it: the sink
-    activations that turn up after position 0 too. Recorded in cfg.json's metadata as
-    max_activation_norm; evaluation keeps such activations clean."""
+    Exclusion (defaults leave attention sinks and outliers out; see probes.sae.outliers):
+    skip_positions=n leaves out the first n positions of every context (SAELens's seqpos_slice);
+    exclude_special=True leaves out the tokenizer's special tokens (a list: those ids; False: none;
+    from a cache the ids come from `model`'s tokenizer when a model is given); norm_ratio=r leaves
+    out tokens whose activation norm exceeds r x the median norm (None: no norm rule), and
+    max_norm=x sets that threshold directly instead. Evaluation keeps left-out positions clean.
+    checkpoint_every: steps between checkpoints when training from a cache (default: a tenth of
+    the run)."""
     if (corpus is None) == (cache is None):
         raise ConfigError("give either a corpus (train on the fly) or a cache (train from cached activations), "
                           "not both")
     if tokens < batch_tokens:
         raise ConfigError(f"tokens ({tokens}) must be at least one batch ({batch_tokens} tokens)")
+    check_settings(skip_positions, norm_ratio, max_norm)
     torch.manual_seed(seed)
-    if max_norm is not None and cache is None:
-        raise ConfigError("max_norm filters cached activations; train from a cache (--from-cache) to use it")
-    source = _CacheSource(cache, hook, max_norm) if cache is not None else \
+    source = _CacheSource(cache, hook, model) if cache is not None else \
         _ModelSource(model, hook, corpus, context_length)
+    if skip_positions >= source.context_length:
+        raise ConfigError(f"skip_positions ({skip_positions}) leaves nothing of a {source.context_length}-token context")
+    if exclude_special is True:
+        special = special_token_ids(source.tokenizer)
+    elif exclude_special:
+        special = tuple(sorted(int(t) for t in exclude_special))
+    else:
+        special = ()
     steps = tokens // batch_tokens
     if lr_decay_steps is None:
         lr_decay_steps = steps // 5  # the last fifth anneals: cheap, reliably lowers the final loss
+    if checkpoint_every is None:
+        checkpoint_every = max(1, steps // 10)
     sae_cfg = sae_config(arch, source.d_in, d_sae, k=k, sparsity=sparsity, normalize=normalize, extra=extra,
                          device=source.device)
-    cfg = _runner_config(sae_cfg, source, hook, steps * batch_tokens, batch_tokens, lr, lr_warm_up_steps,
-                         lr_decay_steps, seed, autocast, skip_positions)
     config = {"hook": hook, "arch": arch, "d_in": source.d_in, "d_sae": d_sae, "k": k, "sparsity": sparsity,
               "tokens": steps * batch_tokens, "batch_tokens": batch_tokens, "steps": steps, "lr": lr,
-              "normalize": normalize, "autocast": autocast, "skip_positions": skip_positions, "max_norm": max_norm,
+              "lr_warm_up_steps": lr_warm_up_steps, "lr_decay_steps": lr_decay_steps,
+              "normalize": normalize, "autocast": autocast, "skip_positions": skip_positions,
+              "exclude_special": list(special), "norm_ratio": norm_ratio, "max_norm": max_norm,
               "context_length": source.context_length, "source": source.describe(), "extra": extra or {}}
-    run = _open_run(out, runs, config, seed, command)
+    run, resumed = _open_run(out, runs, config, seed, command)
     with run:
         for name, identity in source.models().items():
             run.add_model(name, identity)
+        for stale in run.path.glob(".saelens-*"):  # a killed attempt's SAELens scratch
+            shutil.rmtree(stale, ignore_errors=True)
+        exclusion = source.exclusion(skip_positions, special, norm_ratio, max_norm)
+        cfg = _runner_config(sae_cfg, source, hook, steps * batch_tokens, batch_tokens, lr, lr_warm_up_steps,
+                             lr_decay_steps, seed, autocast, exclusion)
+        run.manifest["exclusion"] = {**exclusion.describe(), "why": _why(exclusion, source.tokenizer is None)}
+        run.save_manifest()
+        checkpoints = Checkpoints(run.path, checkpoint_every)
         scratch = Path(tempfile.mkdtemp(prefix=".saelens-", dir=run.path))
         try:
             cfg.output_path, cfg.checkpoint_path = str(scratch / "sae"), str(scratch / "checkpoints")
             started = time.perf_counter()
-            sae, monitor = source.train(cfg, steps, batch_tokens, log_every, progress)
+            sae, monitor, counts, resumed_at = source.train(cfg, steps, batch_tokens, log_every, progress, exclusion,
+                                                            normalize, checkpoints)
             seconds = time.perf_counter() - started
             _store(run, scratch / "sae")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         run.write_jsonl("train_log.jsonl", monitor.history)
         run.record_timing("train", seconds)
+        run.manifest["excluded"] = counts
+        if resumed:
+            run.manifest["resumes"][-1]["from_step"] = resumed_at
+        notes = run.manifest.setdefault("notes", [])
+        notes.append(_excluded_note(counts, exclusion))
+        checkpoints.remove_all()  # training state is only kept while a run can still resume
         final = {f"train/{key}": v for key, v in monitor.last.items() if key not in ("step", "seconds")}
         run.finish("complete", metrics={**final, "train/tokens_per_s": steps * batch_tokens / max(seconds, 1e-9)})
     return TrainResult(sae, run, monitor.history, steps * batch_tokens, seconds)
 
 
+def _why(ex: Exclusion, no_tokenizer: bool) -> dict:
+    why = {"position": f"the first {ex.skip_positions} position(s) of each context: attention sinks with massive "
+                       "norms" if ex.skip_positions else "no positions skipped",
+           "special": f"special tokens {list(ex.special_tokens)} (BOS/EOS/PAD, as SAELens's exclude_special_tokens)"
+                      if ex.special_tokens else ("no tokenizer to name special tokens" if no_tokenizer
+                                                 else "special tokens kept")}
+    if ex.max_norm is None:
+        why["norm"] = "no norm threshold"
+    elif ex.norm_ratio is not None:
+        why["norm"] = (f"activation norm > {ex.norm_ratio:g} x the median norm {ex.median_norm:.4g} "
+                       f"= {ex.max_norm:.4g} (massive activations)")
+    else:
+        why["norm"] = f"activation norm > {ex.max_norm:.4g} (given)"
+    return why
+
+
+def _excluded_note(counts: dict, ex: Exclusion) -> str:
+    total = sum(counts.get(k, 0) for k in ("position", "special", "norm", "kept")) or 1
+    parts = [f"{counts.get(k, 0):,} by {k}" for k in ("position", "special", "norm")]
+    thr = f", norm threshold {ex.max_norm:.4g}" if ex.max_norm is not None else ""
+    return (f"left out of training: {', '.join(parts)} of {total:,} activations read "
+            f"({1 - counts.get('kept', 0) / total:.2%}){thr}")
+
+
 def _open_run(out, runs, config: dict, seed: int, command: str | None):
-    from harness.runs import RunStore
+    """(run, resumed): a new run, or the unfinished run of the same name and settings reopened."""
+    from harness.runs import RunStore, check_name, dumps, now_iso
 
     if out is None:
-        return RunStore(runs).create("sae", config=config, seed=seed, command=command)
+        return RunStore(runs).create("sae", config=config, seed=seed, command=command), False
     text = str(out)
     if "/" in text or text.startswith("."):
         path = Path(text).expanduser()
-        return RunStore(path.parent).create("sae", name=path.name, config=config, seed=seed, command=command)
-    return RunStore(runs).create("sae", name=text, config=config, seed=seed, command=command)
+        store, name = RunStore(path.parent), path.name
+    else:
+        store, name = RunStore(runs), text
+    folder = store.root / check_name(name)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()  # a job killed between making the folder and writing its manifest
+    if not folder.exists():
+        return store.create("sae", name=name, config=config, seed=seed, command=command), False
+    try:
+        run = store.open(folder)
+    except RunError:
+        raise RunError(f"{folder} exists and is not a run (no readable manifest.json); pick another --out") from None
+    manifest = run.manifest
+    if manifest.get("kind") != "sae":
+        raise RunError(f"a {manifest.get('kind')!r} run named {name!r} already exists in {store.root}; "
+                       "pick another --out")
+    if manifest.get("status") == "complete":
+        raise RunError(f"SAE run {name!r} in {store.root} is already complete; pick another --out to train again")
+    wanted = json.loads(dumps(config))
+    if manifest.get("config") != wanted or manifest.get("seed") != seed:
+        old = manifest.get("config") or {}
+        differ = sorted(k for k in set(old) | set(wanted) if old.get(k) != wanted.get(k))
+        if manifest.get("seed") != seed:
+            differ.append("seed")
+        raise RunError(f"unfinished SAE run {name!r} in {store.root} has other settings ({', '.join(differ)}); "
+                       "rerun its own command to resume it, or pick another --out")
+    manifest.setdefault("resumes", []).append({"at": now_iso(), "previous_status": manifest.get("status"),
+                                               "previous_error": manifest.get("error")})
+    manifest["status"], manifest["finished"] = "running", None
+    manifest.pop("error", None)
+    run.save_manifest()
+    return run, True
 
 
 def _store(run, folder: Path) -> None:
@@ -119,24 +224,39 @@ def _store(run, folder: Path) -> None:
         run.write_bytes(f"{SAE_SUBDIR}/{f.name}", f.read_bytes(), fmt)
 
 
-def _runner_config(sae_cfg, source, hook, tokens, batch_tokens, lr, warm_up, decay, seed, autocast, skip):
+def _runner_config(sae_cfg, source, hook, tokens, batch_tokens, lr, warm_up, decay, seed, autocast,
+                   ex: Exclusion):
     from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig
 
     ctx = source.context_length
     store_batch = 8
     # SAELens mixes activations in a buffer of n_batches_in_buffer x context tokens; it must hold
     # at least one training batch, and twice that keeps its shuffling meaningful.
-    n_buffer = max(2, math.ceil(2 * batch_tokens / ctx))
+    n_buffer = max(2, math.ceil(2 * batch_tokens / (ctx - ex.skip_positions)))
     n_norm = min(100, max(4, tokens // batch_tokens // 10))  # batches for the activation-scale estimate
     return LanguageModelSAERunnerConfig(
         sae=sae_cfg, model_name=source.model_name, model_class_name="HookedLM", hook_name=hook,
         dataset_path=source.dataset_path, is_dataset_tokenized=True, streaming=False, context_size=ctx,
-        prepend_bos=source.prepend_bos, seqpos_slice=(skip, None) if skip else (None,), training_tokens=tokens,
-        train_batch_size_tokens=batch_tokens,
+        prepend_bos=source.prepend_bos, seqpos_slice=(ex.skip_positions, None) if ex.skip_positions else (None,),
+        exclude_special_tokens=list(ex.special_tokens) if ex.special_tokens else False,
+        training_tokens=tokens, train_batch_size_tokens=batch_tokens,
         store_batch_size_prompts=store_batch, n_batches_in_buffer=n_buffer, device=source.device, seed=seed,
         lr=lr, lr_warm_up_steps=warm_up, lr_decay_steps=decay, n_checkpoints=0, autocast=autocast,
         logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=n_norm,
         model_from_pretrained_kwargs={}, verbose=False)
+
+
+def _record_normalisation(sae, normalize: str) -> None:
+    """Note in the SAE's metadata how training normalised activations and, when SAELens folds the
+    estimated scale into the weights at the end (expected_average_only_in), the factor it folded."""
+    sae.cfg.metadata.trained_normalize_activations = normalize
+    fold = sae.fold_activation_norm_scaling_factor
+
+    def fold_and_record(scaling_factor):
+        sae.cfg.metadata.norm_scaling_factor = float(scaling_factor)
+        fold(scaling_factor)
+
+    sae.fold_activation_norm_scaling_factor = fold_and_record
 
 
 class _ModelSource:
@@ -148,12 +268,14 @@ class _ModelSource:
         if model is None:
             raise ConfigError("training on the fly needs a model; pass one, or train from a cache")
         self.model, self.hook, self.context_length = model, hook, context_length
+        self.tokenizer = model.tokenizer
         self.d_in = hook_width(model, hook)  # also raises HookNameError for a hook the model lacks
         self.corpus = load_corpus(corpus)
         self.prepend_bos = resolve_prepend_bos(model.tokenizer, None) if model.tokenizer is not None else False
         self.device = str(next(model.parameters()).device)
         self.model_name = model.identity.get("name") or model.cfg.family
         self.dataset_path = f"harness:{self.corpus.name}"
+        self._data = None
 
     def describe(self) -> dict:
         return {"kind": "model", "corpus": {"name": self.corpus.name, **self.corpus.fingerprint}}
@@ -169,39 +291,119 @@ class _ModelSource:
 
         from harness.data import pack
 
-        # Enough contexts for the run plus the scaling estimate and the buffer; SAELens loops
-        # over the dataset when it runs out, so a short corpus repeats rather than fails.
-        n = math.ceil(n_tokens * 1.2 / self.context_length) + 64
-        contexts = list(itertools.islice(pack(self.corpus, self.model.tokenizer, self.context_length,
-                                              shuffle_buffer=min(4096, n)), n))
-        if not contexts:
-            raise ConfigError(f"corpus {self.corpus.name!r} yields no context of {self.context_length} tokens")
-        return Dataset.from_dict({"input_ids": np.stack(contexts).astype(np.int64)})
+        if self._data is None:
+            # Enough contexts for the run plus the scaling estimate and the buffer; SAELens loops
+            # over the dataset when it runs out, so a short corpus repeats rather than fails.
+            n = math.ceil(n_tokens * 1.2 / self.context_length) + 64
+            contexts = list(itertools.islice(pack(self.corpus, self.model.tokenizer, self.context_length,
+                                                  shuffle_buffer=min(4096, n)), n))
+            if not contexts:
+                raise ConfigError(f"corpus {self.corpus.name!r} yields no context of {self.context_length} tokens")
+            self._data = np.stack(contexts).astype(np.int64)
+        return Dataset.from_dict({"input_ids": self._data})
 
-    def train(self, cfg, steps, batch_tokens, log_every, progress):
+    def exclusion(self, skip, special, norm_ratio, max_norm) -> Exclusion:
+        from harness.caching.hooks import stop_layer
+
+        if norm_ratio is None or max_norm is not None:
+            return choose(torch.zeros(1, 1, 1), None, skip_positions=skip, special_tokens=special,
+                          norm_ratio=None, max_norm=max_norm)
+        self._dataset(NORM_SAMPLE_CONTEXTS * self.context_length)
+        ids = torch.from_numpy(self._data[:NORM_SAMPLE_CONTEXTS]).to(self.device)
+        xs = []
+        with torch.inference_mode():
+            for i in range(0, len(ids), 8):
+                _, c = self.model.run_with_cache(ids[i:i + 8], names_filter=[self.hook],
+                                                 stop_at_layer=stop_layer([self.hook], self.model.cfg.n_layers))
+                xs.append(c[self.hook].float().cpu())
+        return choose(torch.cat(xs), ids.cpu(), skip_positions=skip, special_tokens=special, norm_ratio=norm_ratio,
+                      max_norm=None)
+
+    def train(self, cfg, steps, batch_tokens, log_every, progress, ex, normalize, checkpoints):
         from sae_lens import LanguageModelSAETrainingRunner
 
         import warnings
 
+        checkpoints.remove_all()  # on the fly a rerun restarts cleanly: no checkpoints to resume from
         dataset = self._dataset(cfg.training_tokens)
         with warnings.catch_warnings():
             # SAELens compares the dataset's row count (contexts) with the token count and warns
             # of repeated epochs that will not happen: each row holds context_size tokens.
             warnings.filterwarnings("ignore", message="The training dataset contains fewer samples")
             runner = LanguageModelSAETrainingRunner(cfg, override_model=self.model, override_dataset=dataset)
+        ex.record(runner.sae)
+        _record_normalisation(runner.sae, normalize)
+        counts = {"position": 0, "special": 0, "norm": 0, "kept": 0}
+        runner.activations_store = _NormFilter(runner.activations_store, ex.max_norm, batch_tokens, counts)
         monitor = Progress(runner.sae, steps, batch_tokens, log_every, progress)
-        return runner.run(), monitor
+        sae = runner.run()
+        counts["note"] = ("position and special-token rows are dropped inside SAELens's activation store and "
+                          "not counted here; norm and kept are exact")
+        return sae, monitor, counts, 0
+
+
+class _NormFilter:
+    """SAELens's activation store with rows above max_norm dropped (and re-batched to full
+    batches); everything else is the store's own."""
+
+    def __init__(self, store, max_norm: float | None, batch_tokens: int, counts: dict):
+        self.store, self.max_norm, self.batch_tokens, self.counts = store, max_norm, batch_tokens, counts
+        self.pending = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        parts, have = ([self.pending] if self.pending is not None else []), 0
+        have = len(self.pending) if self.pending is not None else 0
+        while have < self.batch_tokens:
+            batch = next(self.store)
+            if self.max_norm is not None:
+                keep = batch.float().norm(dim=-1) <= self.max_norm
+                self.counts["norm"] += int((~keep).sum())
+                batch = batch[keep]
+            self.counts["kept"] += len(batch)
+            parts.append(batch)
+            have += len(batch)
+        rows = torch.cat(parts)
+        self.pending = rows[self.batch_tokens:] if len(rows) > self.batch_tokens else None
+        return rows[:self.batch_tokens]
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+class _Provider:
+    """The cache's batches for SAELens's SAETrainer, counting what it served; `before_batch` runs
+    before each batch is handed out, i.e. between two complete training steps."""
+
+    def __init__(self, batches):
+        self.batches, self.served, self.before_batch = batches, 0, None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.before_batch is not None:
+            self.before_batch()
+        self.served += 1
+        return next(self.batches)
+
+    def fast_forward(self, n: int) -> None:
+        for _ in range(n - self.served):
+            next(self.batches)
+        self.served = n
 
 
 class _CacheSource:
     """Activations read from a harness cache: SAETrainer fed by memory-mapped batches."""
 
-    def __init__(self, cache, hook, max_norm: float | None = None):
+    def __init__(self, cache, hook, model=None):
         from harness.caching import CachedActivations
 
-        self.max_norm = max_norm
         self.cache = cache if isinstance(cache, CachedActivations) else CachedActivations(cache)
         self.hook = hook
+        self.tokenizer = getattr(model, "tokenizer", None)
         first = self.cache.activations(hook, 0)  # raises HookNameError for a hook not cached
         if first.dim() != 3:
             raise ConfigError(f"{hook!r} is cached with shape {tuple(first.shape[1:])} per context; "
@@ -221,45 +423,50 @@ class _CacheSource:
     def models(self) -> dict:
         return {self.model_name: dict(self.cache.job.get("model", {}))}
 
-    def batches(self, batch_tokens: int, seed: int, skip: int = 0):
-        if not skip and self.max_norm is None:
-            for batch in self.cache.stream(self.hook, batch_tokens, seed=seed):
-                yield batch.to(torch.float32)
-            return
-        # Positions are lost once rows are flattened, so slice (and filter) each shard before
-        # shuffling: shard order and rows within a shard are shuffled, as CachedActivations does.
-        g = torch.Generator().manual_seed(seed)
-        leftover = torch.empty(0, self.d_in)
-        while True:
-            for s in torch.randperm(self.cache.n_shards, generator=g).tolist():
-                rows = self.cache.activations(self.hook, s)[:, skip:].reshape(-1, self.d_in).to(torch.float32)
-                if self.max_norm is not None:
-                    rows = rows[rows.norm(dim=-1) <= self.max_norm]
-                rows = torch.cat([leftover, rows[torch.randperm(len(rows), generator=g)]])
-                n_full = len(rows) // batch_tokens * batch_tokens
-                for i in range(0, n_full, batch_tokens):
-                    yield rows[i:i + batch_tokens]
-                leftover = rows[n_full:]
+    def exclusion(self, skip, special, norm_ratio, max_norm) -> Exclusion:
+        n = NORM_SAMPLE_CONTEXTS
+        x = self.cache.activations(self.hook, 0)[:n].float()
+        return choose(x, self.cache.token_ids(0)[:n], skip_positions=skip, special_tokens=special,
+                      norm_ratio=norm_ratio, max_norm=max_norm)
 
-    def train(self, cfg, steps, batch_tokens, log_every, progress):
+    def train(self, cfg, steps, batch_tokens, log_every, progress, ex, normalize, checkpoints):
         from sae_lens import TrainingSAE, TrainingSAEConfig
         from sae_lens.training.sae_trainer import SAETrainer
 
-        skip = cfg.seqpos_slice[0] or 0
-        rows = self.cache.n_contexts * (self.context_length - skip)
+        rows = self.cache.n_contexts * (self.context_length - ex.skip_positions)
         if cfg.training_tokens > rows and progress:
             print(f"note: {cfg.training_tokens:,} training tokens from a cache of {rows:,}: "
                   f"{cfg.training_tokens / rows:.1f} epochs")
         sae = TrainingSAE.from_dict(TrainingSAEConfig.from_dict(cfg.get_training_sae_cfg_dict()).to_dict())
         _set_metadata(sae, cfg)
-        if self.max_norm is not None:
-            sae.cfg.metadata.max_activation_norm = float(self.max_norm)
+        ex.record(sae)
+        _record_normalisation(sae, normalize)
+        counts = {"position": 0, "special": 0, "norm": 0, "kept": 0}
+        provider = _Provider(self.cache.stream(self.hook, batch_tokens, seed=cfg.seed,
+                                               skip_positions=ex.skip_positions, exclude_tokens=ex.special_tokens,
+                                               max_norm=ex.max_norm, counts=counts))
+        trainer = SAETrainer(cfg=cfg.to_sae_trainer_config(), sae=sae, data_provider=provider)
         monitor = Progress(sae, steps, batch_tokens, log_every, progress)
-        trainer = SAETrainer(cfg=cfg.to_sae_trainer_config(), sae=sae,
-                             data_provider=self.batches(batch_tokens, cfg.seed, skip))
+        checkpoints.clean_staging()
+        resumed_at = 0
+        latest = checkpoints.latest()  # verified; a damaged one raises
+        if latest is not None:
+            state = checkpoints.restore(latest, trainer)
+            provider.fast_forward(state["served"])
+            monitor.step, monitor.history = state["step"], state["history"]
+            resumed_at = state["step"]
+            if progress:
+                print(f"resuming from checkpoint at step {resumed_at}/{steps}")
+
+        def maybe_checkpoint():
+            done = trainer.n_training_steps
+            if 0 < done < steps and done % checkpoints.every == 0 and done != resumed_at:
+                checkpoints.save(trainer, {"served": provider.served, "history": monitor.history})
+
+        provider.before_batch = maybe_checkpoint
         sae = trainer.fit()
         _save(sae, cfg, trainer)
-        return sae, monitor
+        return sae, monitor, counts, resumed_at
 
 
 def _set_metadata(sae, cfg) -> None:

@@ -95,7 +95,7 @@ def test_explained_variance_rises_with_d_sae_and_with_l0(cache, model, tmp_path,
     sparse, dense = ev(d_sae=64, k=2), ev(d_sae=64, k=16)
     assert wide["explained_variance"] > small["explained_variance"] + 0.02
     assert dense["explained_variance"] > sparse["explained_variance"] + 0.05
-    assert sparse["l0"] == pytest.approx(2) and dense["l0"] == pytest.approx(16)
+    assert sparse["l0"] == pytest.approx(2, abs=0.01) and dense["l0"] == pytest.approx(16, abs=0.01)
     # the spliced loss lies between the clean and the zero-ablated loss, and better SAEs recover more
     for m in (small, wide, sparse, dense):
         assert m["ce_clean"] < m["ce_spliced"] < m["ce_zero_ablated"]
@@ -120,13 +120,15 @@ def test_max_norm_leaves_outlier_activations_out(cache, model, tmp_path, heldout
     those activations clean (the massive attention-sink activations of real models)."""
     x = model.run_with_cache(heldout[:8], names_filter=[HOOK])[1][HOOK]
     limit = float(x.norm(dim=-1).median())
-    result = _train(cache, tmp_path, "max-norm", max_norm=limit, tokens=8 * 512)
+    result = _train(cache, tmp_path, "max-norm", max_norm=limit, tokens=8 * 512, skip_positions=0,
+                    exclude_special=False)
     loaded = load_sae(result.path)
     assert loaded.cfg.metadata.max_activation_norm == pytest.approx(limit)
     metrics = evaluate_sae(loaded, model, HOOK, tokens=heldout[:8]).metrics
     assert metrics["max_norm"] == pytest.approx(limit)
     assert metrics["n_tokens"] == int((x.norm(dim=-1) <= limit).sum())
     assert metrics["ce_clean"] < metrics["ce_spliced"] < metrics["ce_zero_ablated"]
-    with pytest.raises(Exception, match="train from a cache"):
-        train_sae(model, HOOK, d_sae=16, tokens=1024, batch_tokens=512, corpus="stdlib-docs", max_norm=1.0,
+    with pytest.raises(Exception, match="max_norm must be positive"):
+        train_sae(model, HOOK, d_sae=16, tokens=1024, batch_tokens=512, corpus="stdlib-docs", max_norm=-1.0,
                   out=tmp_path / "no")
+    assert not (tmp_path / "no").exists()
