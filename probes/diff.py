@@ -261,3 +261,35 @@ def layer_figure(diff: ModelDiff):
         fig.add_trace(go.Scatter(x=xs, y=[r[key] for r in diff.layers], mode="lines+markers", name=key))
     fig.update_layout(title="base vs aligned by layer", xaxis_title="layer (resid_post)")
     return fig
+
+
+# ---------------------------------------------------------------------------------- findings
+
+def lens_findings(diff: ModelDiff, layer: int = -1, prompt_set: str | None = None):
+    """The diff lens as findings: the tokens the aligned model promotes at `layer` (score: mean
+    log-prob change), the SAE features when there are any, and the mean KL at the analysed
+    positions under `prompt_set` when named."""
+    from probes.findings import Findings
+
+    tokens = [{"token": t["token"], "score": t["change"], "id": t["id"]} for t in diff.lens[layer]["promoted"]]
+    latents = [{"id": x["feature"], "score": abs(x["change"]), "change": x["change"], "contexts": []}
+               for x in diff.features or []]
+    kl = {prompt_set: diff.summary()["mean_kl_analysed"]} if prompt_set else {}
+    return Findings("lens", tokens, latents, kl, {"layer": diff.lens[layer]["layer"], "config": diff.config})
+
+
+def kl_by_prompt_set(base, aligned, sets: dict[str, Sequence[str]], **diff_kwargs) -> dict[str, float]:
+    """Mean next-token KL(aligned || base) at the analysed positions (by default where each
+    reply starts), per named prompt set."""
+    if not sets:
+        raise ConfigError("no prompt sets to measure KL on")
+    return {name: diff_models(base, aligned, prompts, **diff_kwargs).summary()["mean_kl_analysed"]
+            for name, prompts in sets.items()}
+
+
+def kl_findings(base, aligned, sets: dict[str, Sequence[str]], **diff_kwargs):
+    """Per-prompt-set KL as findings (no tokens or latents)."""
+    from probes.findings import Findings
+
+    return Findings("kl", kl=kl_by_prompt_set(base, aligned, sets, **diff_kwargs),
+                    extra={"n_prompts": {k: len(v) for k, v in sets.items()}})
