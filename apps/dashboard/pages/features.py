@@ -20,6 +20,7 @@ if not data.has(info.path, "sae/cfg.json"):
 sae = sae_live.sae_info(str(info.path))
 st.caption(f"hook `{sae['hook']}` · architecture **{sae['arch']}** · **{sae['d_sae']}** features · d_in "
            f"**{sae['d_in']}** · model `{sae['model']}` · corpus `{sae['corpus']}`")
+saeviews.quality_summary(info.manifest)
 widgets.json_block(info.manifest.get("metrics") or {}, label="training metrics")
 
 
