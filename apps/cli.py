@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "apps.probe_cmd",
     "apps.steer_cmd",
     "apps.diff_cmd",
+    "apps.crosscoder_cmd",
     "apps.circuits_cmd",
     "apps.sae_cmd",
     "apps.app_cmd",

@@ -122,7 +122,7 @@ def implanted_tokens(truth: dict, tokenizer=None) -> list[str]:
         return []
     pieces = ([tokenizer.decode([t]) for t in tokenizer.encode(text, add_special_tokens=False)]
               if tokenizer is not None else text.split())
-    return [p.strip().lower() for p in pieces if any(c.isalnum() for c in p)]
+    return list(dict.fromkeys(p.strip().lower() for p in pieces if any(c.isalnum() for c in p)))
 
 
 # ------------------------------------------------------------------------------ scoring

@@ -89,3 +89,13 @@ class ModelPairSource:
         rows = self._block[1]
         g = torch.Generator().manual_seed(self.seed * 104729 + step + 2)
         return rows[torch.randint(len(rows), (batch_size,), generator=g)]
+
+
+def contexts_from_texts(model, texts, length: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded token contexts [n, <=length] and their mask, each text cut to `length` tokens."""
+    if not texts:
+        raise CrosscoderError("no texts to take activations from")
+    tokens, mask = model.to_tokens(list(texts), padding_side="right", return_mask=True)
+    mask = torch.ones_like(tokens) if mask is None else mask
+    length = min(length, model.cfg.n_ctx)
+    return tokens[:, :length].contiguous(), mask[:, :length].contiguous()

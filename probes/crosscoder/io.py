@@ -37,13 +37,14 @@ def save_crosscoder(cc: Crosscoder, folder, extra: dict | None = None) -> Path:
     return folder
 
 
-def crosscoder_folder(path) -> Path:
-    """`path` itself, or the `crosscoder/` folder inside a crosscoder run."""
+def crosscoder_folder(path, runs_root=None) -> Path:
+    """`path` itself, or the `crosscoder/` folder inside a crosscoder run (a path or a run name
+    in `runs_root`, default the run store's root)."""
     p = Path(path).expanduser()
     if not p.exists() and "/" not in str(path):
         from harness.runs import default_root
 
-        p = default_root() / str(path)
+        p = Path(runs_root or default_root()) / str(path)
     if p.is_dir() and not (p / CONFIG_FILE).exists() and (p / KIND / CONFIG_FILE).exists():
         p = p / KIND
     return p
@@ -69,10 +70,10 @@ def read_config(folder: Path) -> tuple[CrosscoderConfig, dict]:
         raise CrosscoderError(f"crosscoder config {path} is incomplete ({e}); retrain or re-save it") from None
 
 
-def load_crosscoder(path, device: str = "cpu") -> Crosscoder:
+def load_crosscoder(path, device: str = "cpu", runs_root=None) -> Crosscoder:
     from safetensors import SafetensorError, safe_open
 
-    folder = crosscoder_folder(path)
+    folder = crosscoder_folder(path, runs_root)
     cfg, _ = read_config(folder)
     cc = Crosscoder(cfg)
     want = {k: tuple(v.shape) for k, v in cc.state_dict().items()}
