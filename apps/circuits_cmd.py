@@ -14,6 +14,8 @@ from __future__ import annotations
 import shlex
 import sys
 
+from apps.options import positive_int
+
 ANALYSES = ("heads", "patch", "lens", "ablate")
 SWEEPS = ("heads", "heads_by_pos", "resid_pre", "attn_out", "mlp_out", "experts")
 
@@ -29,10 +31,10 @@ def register(subparsers) -> None:
     p.add_argument("--attribution", action="store_true", help="with `patch`: also attribution patching, and "
                    "its correlation with the real sweep")
     p.add_argument("--method", default="mean", help="with `ablate`: zero, mean or resample (default: mean)")
-    p.add_argument("--n", type=int, default=8, help="prompts (default: 8)")
+    p.add_argument("--n", type=positive_int, default=8, help="prompts (default: 8)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=None, help="patched runs per forward (default: ~32 rows)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="patched runs per forward (default: ~32 rows)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--name", default=None, help="run name (default: circuits-<time>)")
     p.add_argument("--runs", metavar="DIR", help="runs folder (default: $INTERP_HARNESS_RUNS or ./runs)")
     p.set_defaults(func=cmd_circuits)

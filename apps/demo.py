@@ -20,6 +20,7 @@ import re
 import time
 from typing import Any
 
+from apps.options import positive_int
 from harness.errors import HarnessError, ModelNotInstalledError  # light: harness/__init__ imports lazily
 
 DEFAULT_MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
@@ -40,7 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--runs", metavar="DIR", help="runs folder (default: $INTERP_HARNESS_RUNS or ./runs)")
     p.add_argument("--name", help="run name (default: demo-<timestamp>)")
     p.add_argument("--models", metavar="M1,M2", help=f"comma-separated models (default: the installed of {', '.join(DEFAULT_MODELS)})")
-    p.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="tokens to generate per prompt (default: 32)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=32, metavar="N", help="tokens to generate per prompt (default: 32)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.set_defaults(func=main)
 

@@ -65,6 +65,7 @@ def cmd_eval(args) -> int:
     from evals.runner import run_eval
     from evals.suites import check_limit, resolve_suite
     from harness.errors import HarnessError
+    from harness.runs import RunStore
 
     threads = torch.get_num_threads()
     models = parse_models(args.base, args.aligned, args.models)
@@ -72,6 +73,10 @@ def cmd_eval(args) -> int:
     if args.batch_size < 1:
         raise HarnessError(f"--batch-size must be a whole number of at least 1, got {args.batch_size}")
     suite = resolve_suite(args.suite, limit=args.limit)  # malformed task files fail here, before any output
+    store = RunStore(args.runs)
+    store.check_writable()
+    if args.name is not None:
+        store.path_of(args.name)  # a name, never a path: refused before any work
     print(f"evaluating {', '.join(f'{k}={v}' for k, v in models.items())} on suite {args.suite!r} "
           f"(device {args.device}, {threads} torch threads)", file=sys.stderr)
     try:

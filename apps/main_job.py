@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 
+from apps.options import positive_int
 from harness.errors import HarnessError
 
 DEFAULT_ORGANISM = "tiny-refusal"
@@ -30,9 +31,9 @@ def register(subparsers) -> None:
     p.add_argument("--name", help="prefix of the run names (default: demo-<timestamp>)")
     p.add_argument("--organism", default=DEFAULT_ORGANISM, help=f"the base/aligned pair (default: {DEFAULT_ORGANISM})")
     p.add_argument("--suite", default="default", help="evaluation suite (default: default)")
-    p.add_argument("--limit", type=int, help="at most N items per task")
+    p.add_argument("--limit", type=positive_int, help="at most N items per task")
     p.add_argument("--models", metavar="M1,M2", help="zoo models for the last stage (default: the installed ones)")
-    p.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="tokens to generate per prompt in the zoo look")
+    p.add_argument("--max-new-tokens", type=positive_int, default=32, metavar="N", help="tokens to generate per prompt in the zoo look")
     p.add_argument("--skip-zoo", action="store_true", help="leave out the zoo-model stage")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.set_defaults(func=main)

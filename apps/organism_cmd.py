@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from apps.options import positive_int
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("organism", help="build model organisms (base/aligned pairs with a known difference)",
@@ -17,7 +19,7 @@ def register(subparsers) -> None:
     b.add_argument("name", nargs="?", default="tiny-refusal", help="organism name (default: tiny-refusal)")
     b.add_argument("--out", metavar="DIR", help="folder for the checkpoints (default: <harness cache>/checkpoints)")
     b.add_argument("--seed", type=int, default=None, help="random seed (default: the organism's own, 0)")
-    b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; 1 on a busy machine)")
+    b.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice; 1 on a busy machine)")
     b.add_argument("--fresh", action="store_true", help="retrain the base model even if a matching one is saved")
     b.set_defaults(func=cmd_build)
     ls = sub.add_parser("list", help="list the organisms that can be built")
@@ -31,7 +33,10 @@ def cmd_build(args) -> int:
     import torch
 
     from harness.organisms import build_organism
+    from harness.runs import check_writable
 
+    if args.out:
+        check_writable(args.out, "another --out")  # before minutes of training, not after
     if args.threads:
         torch.set_num_threads(args.threads)
     console = Console(stderr=True)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import shlex
 import sys
 
+from apps.options import fraction, positive_int
+
 
 def add_common(p, model_flag: bool = True) -> None:
     """Flags shared by probe, steer and diff."""
@@ -22,7 +24,7 @@ def add_common(p, model_flag: bool = True) -> None:
     p.add_argument("--system", type=system_arg,
                    help="system message for chat prompts, or a .json file of chat messages placed before each "
                         "prompt, or builtin:refusal-few-shot")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--runs", metavar="DIR", help="runs folder (default: $INTERP_HARNESS_RUNS or ./runs)")
     p.add_argument("--name", help="run name (default: kind and time)")
@@ -63,9 +65,9 @@ def register(subparsers) -> None:
     p.add_argument("--hook", default="resid_post", help="which hook of every block (resid_pre, resid_mid, resid_post, ...)")
     p.add_argument("--layers", help="comma-separated layers (default: all)")
     p.add_argument("--position", default="-1", help="token position within each prompt (-1: last) or 'mean'")
-    p.add_argument("--test-frac", type=float, default=0.25)
+    p.add_argument("--test-frac", type=fraction, default=0.25)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, help="at most N prompts per set")
+    p.add_argument("--limit", type=positive_int, help="at most N prompts per set")
     add_common(p)
     p.set_defaults(func=cmd_probe)
 

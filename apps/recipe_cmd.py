@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from apps.options import positive_int
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("recipe", help="align a real model with a shipped recipe and evaluate it",
@@ -18,13 +20,13 @@ def register(subparsers) -> None:
                        description="Train (or reuse) a recipe's checkpoint, then evaluate base vs aligned. "
                        "A killed run resumes where it stopped.")
     r.add_argument("name", help="recipe name (see `harness recipe list`)")
-    r.add_argument("--steps", type=int, default=None, help="DPO steps (default: the recipe's)")
+    r.add_argument("--steps", type=positive_int, default=None, help="DPO steps (default: the recipe's)")
     r.add_argument("--out", metavar="DIR", help="checkpoint folder (default: <harness cache>/checkpoints/NAME)")
     r.add_argument("--no-eval", dest="evaluate", action="store_false", help="train and save only")
-    r.add_argument("--eval-limit", type=int, default=None, help="at most N items per eval task")
+    r.add_argument("--eval-limit", type=positive_int, default=None, help="at most N items per eval task")
     r.add_argument("--runs", metavar="DIR", help="runs folder for the eval (default: $INTERP_HARNESS_RUNS or ./runs)")
     r.add_argument("--name", dest="run_name", help="eval run name (default: NAME-eval)")
-    r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    r.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     r.set_defaults(func=cmd_run)
     ls = sub.add_parser("list", help="list the recipes")
     ls.set_defaults(func=cmd_list)

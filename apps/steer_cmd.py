@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from apps.options import nonnegative_int, positive_int
 from apps.probe_cmd import add_common, chat_flag, command_line, parse_position
 
 
@@ -27,11 +28,11 @@ def register(subparsers) -> None:
     p.add_argument("--positive", help="compute the direction: prompts of the positive set")
     p.add_argument("--negative", help="compute the direction: prompts of the negative set")
     p.add_argument("--position", default="-1", help="with --positive/--negative: token position or 'mean'")
-    p.add_argument("--layer", type=int, help="the direction's layer (default: the most separating one)")
+    p.add_argument("--layer", type=nonnegative_int, help="the direction's layer (default: the most separating one)")
     p.add_argument("--mode", choices=("add", "ablate"), default="add")
     p.add_argument("--scale", type=float, default=1.0, help="add: multiple of the mean difference added")
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--limit", type=int, help="at most N prompts")
+    p.add_argument("--max-new-tokens", type=positive_int, default=32)
+    p.add_argument("--limit", type=positive_int, help="at most N prompts")
     p.add_argument("--export", metavar="DIR", help="ablate: also save the weight-orthogonalised model here")
     add_common(p)
     p.set_defaults(func=cmd_steer)

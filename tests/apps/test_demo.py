@@ -77,7 +77,7 @@ def test_run_demo_on_tiny_models(tmp_path):
     assert "plotly" in run.read_text("resid_norm.html")
 
 
-def test_run_demo_errors_leave_failed_run(tmp_path):
+def test_run_demo_bad_input_leaves_no_run(tmp_path):
     from harness.errors import HarnessError
 
     model = tiny_model(tmp_path)
@@ -85,7 +85,7 @@ def test_run_demo_errors_leave_failed_run(tmp_path):
     store = RunStore(tmp_path / "runs")
     with pytest.raises(HarnessError, match="chat template"):
         run_demo({"m": model}, store=store, name="bad", chat=True, max_new_tokens=1, show_progress=False)
-    assert store.open("bad").status == "failed"
+    assert not (store.root / "bad").exists()  # found before any work: no half-made run is left
     with pytest.raises(HarnessError, match="twice"):
         run_demo([model, model], store=store, show_progress=False)
 
