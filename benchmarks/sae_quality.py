@@ -16,6 +16,7 @@ Usage: python benchmarks/sae_quality.py [--model smollm2-135m-instruct] [--hook 
            [--cache runs/sae-quality-l12-cache] [--cache-tokens 800k] [--archs topk,batchtopk,jumprelu]
            [--budgets 200k,400k,800k,1.6M] [--d-sae 2304] [--k 32] [--jumprelu-sparsity 2.0]
            [--target 0.8] [--max-l0 64] [--eval-tokens 8k] [--threads 2] [--figure sae_quality.html]
+           [--partial-cache]
 Without a cache at --cache, one is written first (--cache-tokens of the corpus's train split).
 """
 
@@ -65,6 +66,8 @@ def main() -> None:
     parser.add_argument("--corpus", default="stdlib-docs")
     parser.add_argument("--cache", default="runs/sae-quality-l12-cache")
     parser.add_argument("--cache-tokens", type=tokens_arg, default=800_000)
+    parser.add_argument("--partial-cache", action="store_true",
+                        help="use the finished shards of a cache that is still being written")
     parser.add_argument("--runs", default="runs", help="where the SAE runs go")
     parser.add_argument("--archs", default="topk,batchtopk,jumprelu")
     parser.add_argument("--budgets", default="200k,400k,800k,1.6M")
@@ -90,7 +93,7 @@ def main() -> None:
     if not (cache / "manifest.json").exists():
         print(f"caching {args.cache_tokens:,} tokens of {args.hook} to {cache}")
         cache_activations(model, [args.hook], args.corpus, args.cache_tokens, cache, dtype="float16")
-    cache = CachedActivations(cache)
+    cache = CachedActivations(cache, allow_incomplete=args.partial_cache)
     heldout = heldout_tokens(model, args.corpus, args.eval_tokens, cache.context_length)
     runs = Path(args.runs)
     results: dict[str, list[dict]] = {}
