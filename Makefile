@@ -34,7 +34,9 @@ demo: setup
 
 test: test-fast test-slow
 
+# lint-imports: the layering contract in pyproject.toml (imports only go downward).
 test-fast: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 # The dashboard's real-browser test drives Debian's chromium through Playwright's Python package.

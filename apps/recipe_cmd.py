@@ -40,7 +40,7 @@ def cmd_run(args) -> int:
     import torch
     from rich.console import Console
 
-    from harness.recipes import run_recipe
+    from evals.recipes import run_recipe
 
     if args.threads:
         torch.set_num_threads(args.threads)

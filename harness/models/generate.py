@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-if TYPE_CHECKING:
-    from harness.models.transformer import HookedLM
+from harness.models.kv_cache import KVCache
 
 
 def filter_logits(
@@ -52,7 +51,7 @@ def sample_next(
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
 
-def _eos_ids(model: "HookedLM", eos_token_id) -> list[int]:
+def _eos_ids(model: torch.nn.Module, eos_token_id) -> list[int]:
     eos = eos_token_id if eos_token_id is not None else model.cfg.eos_token_id
     if eos is None and model.tokenizer is not None:
         eos = model.tokenizer.eos_token_id
@@ -63,7 +62,7 @@ def _eos_ids(model: "HookedLM", eos_token_id) -> list[int]:
 
 @torch.no_grad()
 def generate(
-    model: "HookedLM",
+    model: torch.nn.Module,
     input: str | Sequence[str] | torch.Tensor,
     max_new_tokens: int = 10,
     do_sample: bool = True,
@@ -102,7 +101,6 @@ def generate(
     finished = torch.zeros(batch, dtype=torch.bool, device=tokens.device)
     pad = eos[0] if eos else 0
 
-    from harness.models.transformer import KVCache
 
     cache = KVCache(model.cfg.n_layers, capacity=prompt_len + max_new_tokens) if use_past_kv_cache else None
     mask = attention_mask

@@ -14,15 +14,10 @@ the mean) plus the unembedding centred and the value biases folded.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
 from harness.errors import UnsupportedArchitectureError
-
-if TYPE_CHECKING:
-    from harness.models.transformer import HookedLM
 
 
 def _bias_of(linear: nn.Linear) -> torch.Tensor:
@@ -53,7 +48,7 @@ def _is_latent(attn: nn.Module) -> bool:
     return not hasattr(attn, "q_proj") or not hasattr(attn, "k_proj")
 
 
-def untie_embeddings(model: "HookedLM") -> None:
+def untie_embeddings(model: nn.Module) -> None:
     """Give the unembedding its own copy of the embedding (processing changes them differently)."""
     if model.cfg.tie_embeddings:
         model.unembed.weight = nn.Parameter(model.embed.weight.detach().clone())
@@ -61,7 +56,7 @@ def untie_embeddings(model: "HookedLM") -> None:
 
 
 @torch.no_grad()
-def fold_layer_norm(model: "HookedLM", fold_biases: bool | None = None, center_weights: bool | None = None) -> None:
+def fold_layer_norm(model: nn.Module, fold_biases: bool | None = None, center_weights: bool | None = None) -> None:
     """Fold every input norm's weight (and, for LayerNorm, bias) into the layer reading it; the
     norms are left as pure normalisation (TransformerLens's LNPre / RMSPre)."""
     cfg = model.cfg
@@ -92,7 +87,7 @@ def fold_layer_norm(model: "HookedLM", fold_biases: bool | None = None, center_w
 
 
 @torch.no_grad()
-def center_writing_weights(model: "HookedLM") -> None:
+def center_writing_weights(model: nn.Module) -> None:
     """Make every vector written to the residual stream mean zero over d_model (embeddings,
     attention and MLP outputs and their biases). A LayerNorm that reads the stream subtracts the
     mean anyway, so nothing downstream changes; RMSNorm models are left alone, as in TransformerLens."""
@@ -116,7 +111,7 @@ def center_writing_weights(model: "HookedLM") -> None:
 
 
 @torch.no_grad()
-def center_unembed(model: "HookedLM") -> None:
+def center_unembed(model: nn.Module) -> None:
     """Subtract from each residual direction its mean effect over the vocabulary; softmax does not
     see it, so log-probabilities are unchanged while logits become relative to the mean logit."""
     untie_embeddings(model)
@@ -127,7 +122,7 @@ def center_unembed(model: "HookedLM") -> None:
 
 
 @torch.no_grad()
-def fold_value_biases(model: "HookedLM") -> None:
+def fold_value_biases(model: nn.Module) -> None:
     """Attention patterns sum to one, so a head's value bias always adds b_V @ W_O: move that
     into the layer's output bias, b_O += sum_h b_V[h] @ W_O[h], and zero b_V."""
     for block in model.blocks:
@@ -147,13 +142,13 @@ _STEPS = {"center_writing_weights": center_writing_weights, "center_unembed": ce
 
 
 def process_weights_(
-    model: "HookedLM",
+    model: nn.Module,
     fold_ln: bool = True,
     center_writing_weights: bool = True,
     center_unembed: bool = True,
     fold_value_biases: bool = True,
     refactor_factored_attn_matrices: bool = False,
-) -> "HookedLM":
+) -> nn.Module:
     """All of the above, in TransformerLens's order and with its per-norm rules."""
     if refactor_factored_attn_matrices:
         raise UnsupportedArchitectureError(

@@ -21,6 +21,7 @@ from harness.errors import HarnessError, HookNameError, ShapeError, UnsupportedA
 from harness.models import processing
 from harness.models.components import MLP, Attention, AttentionMask, LayerKV, Norm, Rotary
 from harness.models.config import ModelConfig
+from harness.models.kv_cache import KVCache
 from harness.models.linear import Linear
 from harness.models.mla import LatentAttention
 from harness.models.moe import MoE
@@ -83,19 +84,6 @@ class HookedCache(ActivationCache):
         if expand_neurons:
             self._dense_mlps_only("get_full_resid_decomposition(expand_neurons=True)", layer)
         return super().get_full_resid_decomposition(layer, mlp_input, expand_neurons, *args, **kwargs)
-
-
-class KVCache:
-    """Keys and values of every layer plus the attention mask of what has been seen so far."""
-
-    def __init__(self, n_layers: int, capacity: int = 0):
-        self.layers = [LayerKV() for _ in range(n_layers)]
-        self.capacity = capacity
-        self.attention_mask: torch.Tensor | None = None  # [batch, seen] of 0/1
-
-    @property
-    def length(self) -> int:
-        return self.layers[0].length
 
 
 class HookedLM(SAEHooksMixin, HookedRootModule):
@@ -286,7 +274,7 @@ class HookedLM(SAEHooksMixin, HookedRootModule):
         analysis numbers match a TransformerLens notebook. `harness.load` gives the unprocessed
         model, whose activations equal transformers'. `hf_model` loads an in-memory transformers
         model instead of `model_name`, as TransformerLens allows."""
-        from harness.loading import load
+        import harness  # the package's loader: the model module itself never imports harness.loading
 
         ignored = {"n_devices", "move_to_device", "default_padding_side", "checkpoint_index", "checkpoint_value"}
         unknown = sorted(set(unused) - ignored)
@@ -298,8 +286,8 @@ class HookedLM(SAEHooksMixin, HookedRootModule):
             if dtype not in names:
                 raise HarnessError(f"from_pretrained: unknown dtype {dtype!r}; use one of {sorted(names)}")
             dtype = names[dtype]
-        model = load(hf_model if hf_model is not None else model_name, device=device or "cpu", dtype=torch.float32,
-                     tokenizer=tokenizer)
+        model = harness.load(hf_model if hf_model is not None else model_name, device=device or "cpu", dtype=torch.float32,
+                             tokenizer=tokenizer)
         model.process_weights_(fold_ln=fold_ln, center_writing_weights=center_writing_weights,
                                center_unembed=center_unembed, fold_value_biases=fold_value_biases,
                                refactor_factored_attn_matrices=refactor_factored_attn_matrices)

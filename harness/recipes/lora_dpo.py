@@ -1,17 +1,18 @@
-"""LoRA-DPO on a real base model: the recipe, its run, and the before/after evaluation.
+"""LoRA-DPO on a real base model: the recipe and its training. The before/after evaluation is
+the benchmark runner's (evals.recipes.run_recipe), one layer up.
 
-    result = run_recipe("gemma-3-270m-refusal-dpo")   # ~30 min on a 2-core CPU
-    result["checkpoint"]   # <cache>/checkpoints/gemma-3-270m-refusal-dpo (merged weights, loadable)
-    result["eval_run"]     # runs/<name>: base vs aligned on the alignment suite, with CIs
+    result = train_recipe("gemma-3-270m-refusal-dpo")   # ~12 min on a 2-core CPU
+    result["checkpoint"]       # <cache>/checkpoints/gemma-3-270m-refusal-dpo (merged weights, loadable)
+    result["aligned_model"]    # the merged HookedLM; result["base_model"] the untouched base
 
 Steps: load the base, give its tokenizer the recipe's chat template if it has none, measure the
 preference margin on the held-out pairs, add LoRA adapters, train DPO (plus the chosen reply's
 NLL, weighted by `nll_weight`, which keeps DPO from lowering both replies' likelihoods), merge
-the adapters into the weights, save the checkpoint with what was done recorded in its metadata,
-and evaluate base and aligned on the same suite with the same template.
+the adapters into the weights, and save the checkpoint with what was done recorded in its
+metadata. The base keeps the recipe's template, so an evaluation prompts both models alike.
 
 A killed run resumes: the trainer state is saved every few steps under <cache>/recipes/<name>/,
-a finished checkpoint is reused, and the eval run picks up where it stopped.
+and a finished checkpoint is reused.
 """
 
 from __future__ import annotations
@@ -89,11 +90,10 @@ def _preference_config(spec: RecipeSpec, state_dir: Path, show_progress: bool) -
                             seed=spec.seed, show_progress=show_progress, state_dir=str(state_dir), save_every=5)
 
 
-def run_recipe(recipe: str | RecipeSpec, *, steps: int | None = None, cache_dir=None, out=None,
-               evaluate: bool = True, eval_limit: int | None = None, runs_dir=None, run_name: str | None = None,
-               eval_batch_size: int = 16, show_progress: bool = True, log=print) -> dict:
-    """Train (or reuse) the recipe's checkpoint, then evaluate base vs aligned. Returns paths,
-    margins, the training history, timings and the eval run."""
+def train_recipe(recipe: str | RecipeSpec, *, steps: int | None = None, cache_dir=None, out=None,
+                 show_progress: bool = True, log=print) -> dict:
+    """Train (or reuse) the recipe's checkpoint. Returns the spec, paths, margins, the training
+    history and timings, with both models (base_model, aligned_model) ready to evaluate."""
     import harness
 
     spec = recipe if isinstance(recipe, RecipeSpec) else get_recipe(recipe)
@@ -133,22 +133,9 @@ def run_recipe(recipe: str | RecipeSpec, *, steps: int | None = None, cache_dir=
         # The copy still carries the base's identity; runs must name it as what it now is.
         aligned.identity = {**aligned.identity, "name": folder.name, "source": str(folder), "weights_sha256": None}
         log(f"[{spec.name}] saved {folder}")
-    out_dict = {"name": spec.name, "checkpoint": folder, **result, "timings": timings}
-
-    if evaluate:
-        from evals.runner import run_eval
-
-        name = run_name or f"{spec.name}-eval"
-        t0 = time.perf_counter()
-        log(f"[{spec.name}] evaluating base vs aligned on the {spec.eval_suite!r} suite -> run {name}")
-        run = _finished_run(runs_dir, name, aligned) or run_eval(
-            {"base": base, "aligned": aligned}, spec.eval_suite, runs_dir=runs_dir, name=name, limit=eval_limit,
-            batch_size=eval_batch_size, command=["harness", "recipe", "run", spec.name])
-        timings["eval_s"] = time.perf_counter() - t0
-        out_dict["eval_run"] = run.path
-        out_dict["comparison"] = run.read_json("comparison.json")["rows"]
     timings["total_s"] = time.perf_counter() - start
-    return out_dict
+    return {"name": spec.name, "spec": spec, "checkpoint": folder, **result, "timings": timings,
+            "base_model": base, "aligned_model": aligned}
 
 
 def _train(spec: RecipeSpec, base, train: list[dict], heldout: list[dict], state_dir: Path, show_progress, log):
@@ -175,21 +162,3 @@ def _train(spec: RecipeSpec, base, train: list[dict], heldout: list[dict], state
         "history": history, "train_s": time.perf_counter() - t0,
     }
     return result, model
-
-
-def _finished_run(runs_dir, name: str, aligned):
-    """The complete eval run called `name`, if there is one and it evaluated these aligned weights."""
-    from harness.loading import weights_fingerprint
-    from harness.runs import RunStore
-
-    store = RunStore(runs_dir)
-    if not (store.root / name).is_dir():
-        return None
-    run = store.open(name)
-    if run.status != "complete":
-        return None  # run_eval resumes it
-    evaluated = (run.manifest.get("models") or {}).get("aligned", {}).get("weights_sha256")
-    if evaluated != weights_fingerprint(aligned):
-        raise ConfigError(f"eval run {name!r} in {store.root} evaluated other aligned weights than this checkpoint; "
-                          "pass another run name (--name) or remove that run")
-    return run

@@ -8,7 +8,8 @@ import torch
 
 import harness
 from harness.errors import ConfigError
-from harness.recipes import RecipeSpec, refusal_pairs, run_recipe
+from evals.recipes import run_recipe
+from harness.recipes import RecipeSpec, refusal_pairs
 from harness.recipes.chat_templates import GEMMA_TURNS
 from harness.recipes.pairs import main as pairs_main
 from harness.training.checkpoint import read_metadata, save_checkpoint

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import harness
-from harness.recipes import run_recipe
+from evals.recipes import run_recipe
 
 pytestmark = pytest.mark.slow
 
