@@ -55,7 +55,7 @@ def cmd_circuits(args) -> int:
     config = {k: getattr(args, k) for k in ("analysis", "model", "task", "sweep", "attribution", "method", "n", "seed")}
     command = " ".join(shlex.quote(a) for a in ["harness"] + sys.argv[1:])
     with store.create("circuits", name=args.name, command=command, config=config, seed=args.seed) as run:
-        run.add_model(args.model, model.identity)
+        run.add_model(args.model, model)
         with run.timer(args.analysis):
             tensors, summary, figures = ANALYSIS_FUNCS[args.analysis](model, args)
         run.write_tensors("results.safetensors", tensors)

@@ -104,8 +104,8 @@ def cmd_train(args) -> int:
     source = ModelPairSource(base, aligned, hooks, tokens, mask, seed=args.seed)
     config = {k: v for k, v in vars(args).items() if k != "func"}
     with store.create("crosscoder", name=args.name, command=command_line(), config=config, seed=args.seed) as run:
-        run.add_model("base", base.identity)
-        run.add_model("aligned", aligned.identity)
+        run.add_model("base", base)
+        run.add_model("aligned", aligned)
         state = Path(args.state) if args.state else run.path / "training"
         cc = Crosscoder(cfg)
         with run.timer("train"):

@@ -205,15 +205,12 @@ def _model_name(model, i: int) -> str:
 
 
 def _identity(model, name: str) -> dict:
-    """Where the weights came from (the model's identity) plus a hash of the weights themselves."""
-    from harness.loading import weights_fingerprint
+    """The model's identity and weights hash (harness.identity), with its size and shape."""
+    from harness.identity import model_identity
 
-    identity = dict(getattr(model, "identity", None) or {})
-    if not identity.get("weights_sha256"):  # loaders leave it to be computed on demand
-        identity["weights_sha256"] = weights_fingerprint(model)
+    identity = model_identity(model)
     identity.setdefault("name", name)
     cfg = model.cfg
-    identity.setdefault("family", getattr(cfg, "family", None) or getattr(cfg, "original_architecture", None))
     identity["n_params"] = sum(p.numel() for p in model.parameters())
     identity["shape"] = {k: getattr(cfg, k, None) for k in ("n_layers", "d_model", "n_heads", "d_vocab")}
     return identity

@@ -156,8 +156,8 @@ def _other_method(args, store, base, aligned, sets) -> int:
 
     config = {k: v for k, v in vars(args).items() if k != "func"}
     with store.create("diff", name=args.name, command=command_line(), config=config) as run:
-        run.add_model("base", base.identity)
-        run.add_model("aligned", aligned.identity)
+        run.add_model("base", base)
+        run.add_model("aligned", aligned)
         with run.timer(args.method):
             if args.method == "kl":
                 from probes.diff import kl_findings

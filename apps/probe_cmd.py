@@ -92,7 +92,7 @@ def cmd_probe(args) -> int:
     hooks = layer_hooks(model, args.hook, layers)
     config = {k: v for k, v in vars(args).items() if k != "func"}
     with store.create("probe", name=args.name, command=command_line(), config=config, seed=args.seed) as run:
-        run.add_model("model", model.identity)
+        run.add_model("model", model)
         with run.timer("activations"):
             acts_p = collect(model, pos, hooks, position, chat_flag(args.chat), args.system, args.batch_size)
             acts_n = collect(model, neg, hooks, position, chat_flag(args.chat), args.system, args.batch_size)

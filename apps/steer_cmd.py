@@ -90,7 +90,7 @@ def cmd_steer(args) -> int:
         check_fits(dirs, model)
     config = {k: v for k, v in vars(args).items() if k != "func"}
     with store.create("steer", name=args.name, command=command_line(), config=config) as run:
-        run.add_model("model", model.identity)
+        run.add_model("model", model)
         if dirs is None:
             with run.timer("direction"):
                 dirs = mean_difference(model, load_prompts(args.positive), load_prompts(args.negative), kind="resid_pre",

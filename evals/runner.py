@@ -288,13 +288,9 @@ def _load(label: str, source, device: str):
 
 
 def _identity(model, source) -> dict:
-    identity = dict(getattr(model, "identity", {}) or {})
-    if not identity.get("weights_sha256"):
-        from harness.loading import weights_fingerprint
+    from harness.identity import model_identity
 
-        identity["weights_sha256"] = weights_fingerprint(model)
-    identity.setdefault("source", str(source) if isinstance(source, (str, Path)) else "in-memory")
-    return identity
+    return model_identity(model, source if isinstance(source, (str, Path)) else None)
 
 
 def _use_chat(model, task: TaskSpec) -> bool:

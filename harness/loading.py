@@ -8,7 +8,6 @@ in-memory `transformers` model, or an HF id (users with a network). Everything f
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,10 +186,7 @@ def _rebuild_buffers(model: HookedLM) -> None:
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 over the model's parameters (names, dtypes, shapes, bytes), independent of source."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().contiguous().cpu()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
+    """The weights hash every run records (harness.identity.weights_sha256)."""
+    from harness.identity import weights_sha256
+
+    return weights_sha256(model)

@@ -290,9 +290,14 @@ class Run:
 
     # -- manifest ------------------------------------------------------------------------
 
-    def add_model(self, name: str, identity: dict | None = None) -> None:
-        """Record a model the run used, with where its weights came from (name, family, hash)."""
-        self.manifest.setdefault("models", {})[name] = dict(identity or {})
+    def add_model(self, name: str, model_or_identity: Any = None) -> None:
+        """Record a model the run used: give the model itself, and its identity is recorded with
+        the one weights hash (harness.identity), or give an identity dict already made."""
+        if hasattr(model_or_identity, "state_dict"):
+            from harness.identity import model_identity
+
+            model_or_identity = model_identity(model_or_identity)
+        self.manifest.setdefault("models", {})[name] = dict(model_or_identity or {})
         self.save_manifest()
 
     def record_timing(self, key: str, seconds: float) -> None:

@@ -236,7 +236,7 @@ def write_diff(diff: ModelDiff, run, base=None, aligned=None) -> None:
     """Store a ModelDiff in a harness.runs Run: tables as JSONL, tensors as safetensors."""
     for role, model in (("base", base), ("aligned", aligned)):
         if model is not None:
-            run.add_model(role, model.identity)
+            run.add_model(role, model)
     run.write_jsonl("layers.jsonl", diff.layers)
     run.write_jsonl("lens.jsonl", diff.lens)
     run.write_jsonl("prompts.jsonl", [{"prompt": p} for p in diff.prompts])

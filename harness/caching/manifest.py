@@ -8,11 +8,9 @@ caches. The manifest is written before the first shard and again, complete, afte
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-import torch
 
 from harness.errors import RunError
 from harness.runs import MANIFEST, MANIFEST_VERSION, atomic_write, compute_settings, dumps, now_iso, process_identity, versions
@@ -20,24 +18,11 @@ from harness.runs import MANIFEST, MANIFEST_VERSION, atomic_write, compute_setti
 KIND = "cache"
 
 
-def weights_sha256(model) -> str:
-    """A hash of the model's parameters and buffers (names, dtypes, shapes and bytes)."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def model_identity(model) -> dict:
-    identity = dict(getattr(model, "identity", None) or {})
-    if not identity.get("weights_sha256"):
-        identity["weights_sha256"] = weights_sha256(model)
-    if not identity.get("name"):
-        cfg = getattr(model, "cfg", None)
-        identity["name"] = getattr(cfg, "model_name", None) or type(model).__name__
-    return identity
+    """The model's identity and weights hash, as every other run records it."""
+    from harness.identity import model_identity as identity
+
+    return identity(model)
 
 
 def read_manifest(folder: Path) -> dict | None:
