@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 
 from harness.errors import ConfigError, HookNameError
+from harness.progress import progress
 
 LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
 
@@ -130,7 +131,7 @@ def collect(
     model.check_hook_names(hooks)
     stop = stop_layer(hooks, model.cfg.n_layers)
     out: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
-    for start in range(0, len(prompts), batch_size):
+    for start in progress(range(0, len(prompts), batch_size), desc="activations", unit="batch"):
         tokens, mask = encode_prompts(model, prompts[start : start + batch_size], chat, system)
         _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=hooks, stop_at_layer=stop)
         for h in hooks:

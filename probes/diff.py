@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import ConfigError
+from harness.progress import progress
 from probes.activations import encode_prompts, layer_hooks
 from probes.compat import check_pair
 
@@ -155,7 +156,7 @@ def diff_models(base, aligned, prompts: Sequence[str], chat: bool | str = "auto"
 
     rows = {"base": {h: [] for h in names}, "aligned": {h: [] for h in names}}
     all_tokens, all_masks, all_analysed, kl_parts, sae_rows = [], [], [], [], {"base": [], "aligned": []}
-    for start in range(0, len(prompts), batch_size):
+    for start in progress(range(0, len(prompts), batch_size), desc="diffing", unit="batch"):
         tokens, mask = encode_prompts(base, prompts[start : start + batch_size], chat, system)
         width = tokens.shape[1]
         if continue_with:

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from harness.errors import ConfigError
+from harness.progress import progress
 from probes.circuits.core import Metric, check_pair, final_logits, scalar
 from probes.circuits.experts import expert_contributions, moe_layers
 
@@ -53,6 +54,7 @@ def run_patches(model, corrupted: torch.Tensor, patches: list[Patch], metric: Me
     for i, p in enumerate(patches):
         by_layer[p.layer].append(i)
     out = torch.empty(len(patches))
+    bar = progress(total=len(patches), desc="patching", unit="patch")
     for layer, idx in by_layer.items():
         start = cache[f"blocks.{layer}.hook_resid_pre"]
         for lo in range(0, len(idx), batch_size):
@@ -63,6 +65,8 @@ def run_patches(model, corrupted: torch.Tensor, patches: list[Patch], metric: Me
                 logits = final_logits(model, resid, metric)
             for j, i in enumerate(chunk):
                 out[i] = scalar(metric, logits[j * b : (j + 1) * b]).item()
+            bar.update(len(chunk))
+    bar.close()
     return out
 
 
