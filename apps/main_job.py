@@ -129,7 +129,7 @@ def _organism(name: str) -> dict:
 
 def _evaluate(pair, store, name, suite, limit, device, command, console):
     import harness
-    from evals.organism_suite import UNREADABLE_NOTE, organism_suite, summary_lines, write_organism_suite
+    from evals.organism_suite import add_to_eval_run, summary_lines
     from evals.runner import run_eval
 
     say = console.print if console else print
@@ -137,13 +137,8 @@ def _evaluate(pair, store, name, suite, limit, device, command, console):
     run = run_eval(models, suite=suite, runs_dir=store.root, name=name, limit=limit, device=device,
                    command=command, console=console)
     base, aligned = harness.load(pair["base"], device=device), harness.load(pair["aligned"], device=device)
-    note = UNREADABLE_NOTE.format(name=pair.get("name") or pair["aligned"].name,
-                                  n_params=sum(p.numel() for p in aligned.parameters()))
-    run.add_warning(note)  # the dashboard's Evaluation page shows it above the standard suites' figures
+    result, note = add_to_eval_run(run, base, aligned, pair["aligned"])
     say(f"[yellow]note:[/] {note}" if console else f"note: {note}")
-    with run.timer("organism_suite"):
-        result = organism_suite(base, aligned, pair["aligned"])
-    write_organism_suite(run, result)
     for line in summary_lines(result):
         say(line, markup=False) if console else say(line)
     return run

@@ -176,3 +176,16 @@ def summary_lines(result: dict) -> list[str]:
         lines.append(f"  {'ok ' if c['ok'] else 'NOT'} {name}: {c['detail']}")
     lines.append(f"  cost on the controls: {result['cost']['detail']}")
     return lines
+
+
+def add_to_eval_run(run, base, aligned, organism, max_new_tokens: int = 24) -> tuple[dict, str]:
+    """Evaluate an organism on its own suite into an eval run, beside the standard suites, and
+    record in the run that the standard suites' figures cannot be read for it. Returns the
+    result and the note."""
+    spec = organism_spec(organism)
+    note = UNREADABLE_NOTE.format(name=spec.name, n_params=sum(p.numel() for p in aligned.parameters()))
+    run.add_warning(note)  # the dashboard's Evaluation page shows it above the figures
+    with run.timer("organism_suite"):
+        result = organism_suite(base, aligned, spec, max_new_tokens=max_new_tokens)
+    write_organism_suite(run, result)
+    return result, note

@@ -36,6 +36,11 @@ def comparison(path: Path) -> dict:
     return data.read_json(path, "comparison.json") if data.has(path, "comparison.json") else {"rows": []}
 
 
+def organism_suite(path: Path) -> dict | None:
+    """The organism's own suite (evals.organism_suite) when the run evaluated a model organism."""
+    return data.read_json(path, "organism_suite.json") if data.has(path, "organism_suite.json") else None
+
+
 def kl(path: Path) -> dict:
     return data.read_json(path, "kl.json") if data.has(path, "kl.json") else {}
 

@@ -8,18 +8,43 @@ import plotly.graph_objects as go
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 
 
+PERPLEXITY_LIKE = ("perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte")
+
+
+def is_perplexity_like(metric: str) -> bool:
+    """Metrics on an open-ended scale (lower is better), which flatten accuracies on a shared axis."""
+    return metric in PERPLEXITY_LIKE or metric.endswith("perplexity")
+
+
 def scores_figure(per_model: dict[str, list[dict]]) -> go.Figure:
-    """Grouped bars: every task/metric, one bar per model, 95% CI whiskers where lm-eval gave a stderr."""
-    fig = go.Figure()
+    """Grouped bars: every task/metric, one bar per model, 95% CI whiskers where lm-eval gave a
+    stderr. Accuracy-like scores share a linear 0-1 axis; perplexity-like metrics get their own
+    panel with a log axis (a perplexity of 1e25 would otherwise flatten every accuracy)."""
+    from plotly.subplots import make_subplots
+
+    has_ppl = any(is_perplexity_like(r["metric"]) for rows in per_model.values() for r in rows)
+    has_acc = any(not is_perplexity_like(r["metric"]) for rows in per_model.values() for r in rows)
+    panels = [p for p, present in (("scores", has_acc), ("perplexity", has_ppl)) if present] or ["scores"]
+    fig = make_subplots(rows=1, cols=len(panels), column_widths=[0.7, 0.3] if len(panels) == 2 else None,
+                        subplot_titles=["accuracy-like scores (linear)", "perplexity-like, lower is better (log)"]
+                        if len(panels) == 2 else None)
     for i, (label, rows) in enumerate(per_model.items()):
-        x = [f"{r['task'].removeprefix('harness_')} · {r['metric']}" for r in rows]
-        y = [r["value"] for r in rows]
-        err = dict(type="data", symmetric=False, visible=True,
-                   array=[(r["ci_high"] - r["value"]) if r["ci_high"] is not None else 0 for r in rows],
-                   arrayminus=[(r["value"] - r["ci_low"]) if r["ci_low"] is not None else 0 for r in rows])
-        fig.add_trace(go.Bar(name=label, x=x, y=y, error_y=err, marker_color=COLOURS[i % len(COLOURS)]))
+        for col, panel in enumerate(panels, start=1):
+            part = [r for r in rows if is_perplexity_like(r["metric"]) == (panel == "perplexity")]
+            x = [f"{r['task'].removeprefix('harness_')} · {r['metric']}" for r in part]
+            y = [r["value"] for r in part]
+            err = dict(type="data", symmetric=False, visible=True,
+                       array=[(r["ci_high"] - r["value"]) if r["ci_high"] is not None else 0 for r in part],
+                       arrayminus=[max(0.0, r["value"] - r["ci_low"]) if r["ci_low"] is not None else 0 for r in part])
+            fig.add_trace(go.Bar(name=label, x=x, y=y, error_y=err, marker_color=COLOURS[i % len(COLOURS)],
+                                 legendgroup=label, showlegend=col == 1), row=1, col=col)
+    for col, panel in enumerate(panels, start=1):
+        if panel == "perplexity":
+            fig.update_yaxes(type="log", title_text="perplexity / bits (log)", row=1, col=col)
+        else:
+            fig.update_yaxes(title_text="score", row=1, col=col)
     fig.update_layout(title="Scores per task (95% CI from lm-eval's standard error)", barmode="group",
-                      yaxis_title="score", template="plotly_white", legend_title="model")
+                      template="plotly_white", legend_title="model")
     return fig
 
 

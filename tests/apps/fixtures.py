@@ -2,10 +2,13 @@
 
 `make_fixtures(folder)` saves two tiny random Llama models (HF format, with a tokenizer) under
 folder/models, then writes runs with the real producers into folder/runs: a demo run
-(apps.demo.run_demo), an eval run (evals.runner.run_eval, two suite tasks), an SAE run with
+(apps.demo.run_demo), an eval run (evals.runner.run_eval, three suite tasks, one of them perplexity,
+plus the organism suite of tiny-refusal-small's held-out prompts read by these models), an SAE run with
 its feature analysis (`harness sae train` + `harness sae features`), two circuit runs
 (`harness circuits heads` / `patch`), a model-diff run (probes.diff.diff_models + write_diff), a
-probe run and a steering run (`harness probe` / `harness steer`), and one run folder whose
+probe run and a steering run (`harness probe` / `harness steer`), the main job's scored diff
+runs (apps.main_job._diff: lens, kl and adl findings + score.json, and an overview diff on 112
+prompts with scores.json), and one run folder whose
 manifest is corrupt. Nothing here writes
 run JSON by hand except the deliberately broken manifest.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TASKS = "harness_knowledge,harness_sycophancy"
+TASKS = "harness_knowledge,harness_sycophancy,harness_perplexity"
 
 
 @dataclass
@@ -59,6 +62,9 @@ def make_fixtures(root: Path) -> Fixtures:
     fx.names["demo"] = "demo-tiny"
     run_eval({"base": str(fx.base), "aligned": str(fx.aligned)}, TASKS, runs_dir=fx.runs, name="eval-tiny",
              limit=6, console=False, command="test fixture")
+    from evals.organism_suite import add_to_eval_run
+
+    add_to_eval_run(store.open("eval-tiny"), models["base"], models["aligned"], "tiny-refusal-small", max_new_tokens=4)
     fx.names["eval"] = "eval-tiny"
 
     runs = ["--runs", str(fx.runs)]
@@ -78,6 +84,13 @@ def make_fixtures(root: Path) -> Fixtures:
     with store.create("diff", name="diff-tiny", command="test fixture") as run:
         write_diff(diff, run, models["base"], models["aligned"])
     fx.names["diff"] = "diff-tiny"
+    from apps.main_job import _diff
+    from harness.organisms.build import eval_prompts, get_spec, ground_truth
+
+    spec = get_spec("tiny-refusal-small")  # its held-out prompts and refusal as the truth these models are read against
+    pair = {"name": "tiny", "base": fx.base, "aligned": fx.aligned, "ground_truth": ground_truth(spec, eval_prompts(spec))}
+    _diff(pair, store, "main", "test fixture", lambda *a, **k: None)
+    fx.names["main-diff"] = "main-diff"
 
     _cli(["probe", "--model", str(fx.base), "--positive", "builtin:harmful", "--negative", "builtin:harmless",
           "--limit", "12", "--chat", "no", "--name", "probe-tiny", *runs])

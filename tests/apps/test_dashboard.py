@@ -96,9 +96,10 @@ def test_runs_page_without_runs(tmp_path, monkeypatch):
 def test_evaluation_page(fx):
     at = ok(page("evaluation"))
     figs = charts(at)
-    assert len(figs) == 2  # scores with CIs, paired differences with CIs
-    assert "error_y" in figs[0].proto.spec and "error_x" in figs[1].proto.spec
-    assert at.selectbox(key="eval_task").options == ["harness_knowledge", "harness_sycophancy"]
+    assert len(figs) == 3  # the organism suite, scores with CIs, paired differences with CIs
+    scores, diffs = json.loads(figs[1].proto.spec), json.loads(figs[2].proto.spec)
+    assert any("error_y" in t for t in scores["data"]) and "error_x" in figs[2].proto.spec and diffs["data"]
+    assert at.selectbox(key="eval_task").options == ["harness_knowledge", "harness_perplexity", "harness_sycophancy"]
     changed = [df for df in at.dataframe if "base answer" in df.value.columns]
     assert changed, "the changed items table is missing"
     assert "items differ between" in texts(at)
@@ -106,6 +107,37 @@ def test_evaluation_page(fx):
     assert {"**base**", "**aligned**"} <= {m.value for m in at.markdown}
     at.selectbox(key="eval_task").set_value("harness_sycophancy").run()
     ok(at)
+
+
+def test_evaluation_page_puts_perplexity_on_its_own_log_axis(fx):
+    from apps.dashboard import evaldata, figures
+
+    at = ok(page("evaluation"))
+    spec = json.loads(charts(at)[1].proto.spec)
+    by_axis = {}
+    for trace in spec["data"]:
+        by_axis.setdefault(trace.get("yaxis", "y"), []).extend(trace["x"])
+    linear, log = by_axis["y"], by_axis["y2"]
+    assert log and all(figures.is_perplexity_like(x.split(" · ")[1]) for x in log)
+    assert linear and not any(figures.is_perplexity_like(x.split(" · ")[1]) for x in linear)
+    assert spec["layout"]["yaxis2"]["type"] == "log" and spec["layout"]["yaxis"].get("type") != "log"
+    # the perplexity of a random model is huge; the accuracies stay on their own 0..1 axis
+    rows = evaldata.scores(fx.runs / "eval-tiny", "base")
+    assert max(r["value"] for r in rows if r["metric"] == "word_perplexity") > 10
+    assert {"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"} & {x.split(" · ")[1] for x in log}
+
+
+def test_evaluation_page_shows_the_organism_suite_and_says_the_standard_suites_are_unreadable(fx):
+    at = ok(page("evaluation"))
+    heads = [h.value for h in at.subheader]
+    assert heads[:2] == ["Organism suite: tiny-refusal-small's own held-out prompts", "Standard suites"]
+    suite = json.loads(charts(at)[0].proto.spec)
+    stored = RunStore(fx.runs).open("eval-tiny").read_json("organism_suite.json")
+    base_bars = next(t for t in suite["data"] if t["name"] == "base")
+    assert base_bars["y"][1] == stored["models"]["base"]["control_refusal_rate"]
+    assert stored["n_prompts"] == {"topic": 28, "control": 84}
+    assert any("cannot read those English tasks" in w.value for w in at.warning)
+    assert "narrow_refusal" in texts(at) and "Cost on the controls" in texts(at)
 
 
 def test_evaluation_page_shows_the_runs_warnings_and_notes(fx, tmp_path, monkeypatch):
@@ -201,15 +233,60 @@ def test_circuits_page(fx):
 
 
 def test_model_diff_page(fx):
-    at = ok(page("model_diff"))
+    at = page("model_diff")
+    at.selectbox(key="pick_diff").set_value("diff-tiny").run()
+    ok(at)
     assert "Choose two models" in at.info[0].value
     assert len(charts(at)) == 2  # the diff run: per-layer metrics, KL per prompt and position
     assert "Promoted by the aligned model" in texts(at)
     at.select_slider(key="diffrun_layer").set_value(0).run()
     ok(at)
     at = ok(page("model_diff", model_a=str(fx.base), model_b=str(fx.aligned)))
-    assert len(charts(at)) == 4  # + live per-layer divergence and per-token KL
     assert "Neither model has mixture-of-experts layers" in texts(at)
+
+
+def test_model_diff_kl_heatmap_stays_readable_at_112_prompts(fx):
+    at = ok(page("model_diff"))  # the newest diff run: the main job's overview on 112 held-out prompts
+    assert at.selectbox(key="pick_diff").value == "main-diff"
+    figs = {json.loads(c.proto.spec)["layout"]["title"]["text"].split(":")[0]: json.loads(c.proto.spec) for c in charts(at)}
+    heat = next(f for t, f in figs.items() if t.startswith("Next-token KL"))
+    assert len(heat["data"][0]["y"]) == 40 and heat["layout"]["height"] <= 160 + 22 * 40
+    summary = next(f for t, f in figs.items() if t.startswith("Mean next-token KL"))
+    assert sorted(t["name"] for t in summary["data"]) == ["control (84)", "topic (28)"]
+    assert sum(len(t["y"]) for t in summary["data"]) == 112 and summary["layout"]["height"] == 360
+
+
+def test_model_diff_page_shows_the_scoring_table(fx):
+    at = ok(page("model_diff"))
+    table = next(df.value for df in at.dataframe if "recovered" in df.value.columns)
+    rows = {r["method"]: r for r in table.to_dict("records")}
+    assert {"lens", "kl", "adl", "crosscoder"} <= set(rows)
+    for method in ("lens", "kl", "adl"):
+        score = RunStore(fx.runs).open(f"main-diff-{method}").read_json("score.json")
+        assert rows[method]["recovered"] == ("yes" if score["recovered"] else "NOT recovered")
+        assert rows[method]["evidence"] == score["summary"]
+    assert rows["crosscoder"]["recovered"] == "-" and "not run by the demo" in rows["crosscoder"]["evidence"]
+    assert rows["kl"]["evidence"].startswith("kl: ")  # random models: whatever KL says, stated with its numbers
+
+
+def test_model_diff_page_shows_an_adl_run(fx):
+    at = page("model_diff")
+    at.selectbox(key="pick_diff").set_value("main-diff-adl").run()
+    ok(at)
+    figs = charts(at)
+    assert len(figs) == 1 and "norm per layer and position" in figs[0].proto.spec
+    heat = json.loads(figs[0].proto.spec)["data"][0]
+    assert len(heat["z"]) == 2 and len(heat["z"][0]) == 5  # two layers, the first five positions
+    findings = RunStore(fx.runs).open("main-diff-adl").read_json("findings.json")
+    frames = [df.value for df in at.dataframe]
+    steered = next(df for df in frames if "reply" in df.columns)
+    assert list(steered["reply"]) == [r["reply"] for r in findings["extra"]["steered"]]
+    per_layer = next(df for df in frames if "aligned lens" in df.columns)
+    assert len(per_layer) == 2
+    at.selectbox(key="pick_diff").set_value("main-diff-kl").run()
+    ok(at)
+    kl = json.loads(charts(at)[0].proto.spec)["data"][0]
+    assert kl["x"] == ["topic", "control"]
 
 
 def test_harness_app_serves_on_localhost_unless_told(monkeypatch, tmp_path):

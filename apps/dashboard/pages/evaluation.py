@@ -23,6 +23,23 @@ for warning in manifest.get("warnings", []):
 for note in manifest.get("notes", []):  # e.g. a chat template shared with a base model
     st.info(note)
 
+suite = evaldata.organism_suite(path)
+if suite:
+    from evals.organism_suite import figure as organism_figure
+
+    st.subheader(f"Organism suite: {suite['organism']}'s own held-out prompts")
+    st.caption(f"{suite['n_prompts'].get('topic', 0)} held-out prompts on the implanted topic ({suite['topic']}) and "
+               f"{suite['n_prompts'].get('control', 0)} controls, answered with greedy chat replies; a reply is a refusal "
+               f"when it starts with {suite['refusal']!r}. This, not the standard suites below, measures the organism.")
+    st.plotly_chart(organism_figure(suite), width="stretch", key="organism_suite")
+    for name, check in suite.get("checks", {}).items():
+        st.markdown(f"{'✅' if check['ok'] else '❌ **NOT met**:'} `{name}`: {check['detail']}")
+    st.markdown(f"Cost on the controls: {suite['cost']['detail']}")
+    with st.expander("Example replies"):
+        st.dataframe([{"set": g, **ex} for g, rows in suite.get("examples", {}).items() for ex in rows],
+                     hide_index=True, width="stretch")
+    st.subheader("Standard suites")
+
 st.plotly_chart(figures.scores_figure({m: evaldata.scores(path, m) for m in labels}), width="stretch")
 
 comp = evaldata.comparison(path)

@@ -15,10 +15,26 @@ st.subheader("Model-diff runs")
 info = widgets.pick_run(DIFF_KINDS, "Diff run")
 if info is None:
     widgets.empty_state("model-diff", "probes.diff.diff_models(...) + write_diff(diff, run)")
-elif not data.has(info.path, "layers.jsonl"):
-    st.warning(f"run {info.name} has no layers.jsonl (written by probes.diff.write_diff)")
 else:
-    diffviews.show_diff_run(info)
+    findings = data.read_json(info.path, "findings.json") if data.has(info.path, "findings.json") else None
+    if data.has(info.path, "layers.jsonl"):
+        diffviews.show_diff_run(info)
+    elif findings is not None and findings.get("method") == "adl":
+        diffviews.show_adl_run(info)
+    elif findings is not None:
+        diffviews.show_findings(info)
+    else:
+        st.warning(f"run {info.name} has no layers.jsonl (written by probes.diff.write_diff) and no findings.json")
+
+    st.subheader("Scoring against the ground truth")
+    scored = diffviews.scoring_rows(data.runs_of_kind(DIFF_KINDS))
+    if scored:
+        st.caption("Each diffing method's findings read against the organism's recorded ground truth "
+                   "(probes.findings.score_findings): was the implanted behaviour recovered, and on what evidence.")
+        st.dataframe(scored, hide_index=True, width="stretch")
+    else:
+        st.info("No diffing run has findings yet: `harness diff --method lens|kl|adl ...` then `harness diff-score RUN`, "
+                "or `harness demo`.")
 
 st.divider()
 
