@@ -1,11 +1,12 @@
 """`harness cache`: write a model's activations over a corpus to a resumable, sharded cache.
 
     harness cache --model smollm2-135m-instruct --hooks 'blocks.*.hook_resid_post' \
-        --corpus stdlib-docs --tokens 1000000 --out smollm-resid
+        --corpus stdlib-docs --tokens 1000000 --name smollm-resid
     torchrun --nproc_per_node 2 -m apps cache ...      # data parallel, same result
 
 Running the same command again resumes an interrupted job; a different job into the same
---out is refused.
+run is refused. `--name` names a run in the runs folder, as for every command; `--out` takes a
+run name or an explicit folder path.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--corpus", required=True,
                    help="'stdlib-docs', a .txt/.jsonl/.parquet file or folder, or hf:OWNER/NAME")
     p.add_argument("--tokens", required=True, type=token_count, help="how many tokens to cache (1e6, 2M, 500k ok)")
-    p.add_argument("--out", required=True, metavar="RUN", help="run name (under the runs folder) or a folder path")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--name", help="run name in the runs folder (as every command that writes a run takes)")
+    where.add_argument("--out", metavar="RUN|DIR", help="the same as --name, or a folder path for a cache outside the runs folder")
     p.add_argument("--runs", metavar="DIR", help="runs folder for a run name (default: $INTERP_HARNESS_RUNS or ./runs)")
     p.add_argument("--context-length", type=positive_int, default=128)
     p.add_argument("--batch-size", type=positive_int, default=8)
@@ -69,10 +72,10 @@ def cmd_cache(args) -> int:
     from harness.caching.distributed import Ranks, default_device
     from harness.caching.writer import parse_dtype
     from harness.data import load_corpus
-    from harness.runs import check_writable
+    from harness.runs import RunStore, check_writable
 
     ranks = Ranks.from_env()  # before loading: each rank puts the model on its own GPU
-    out = out_folder(args.out, args.runs)
+    out = out_folder(args.out, args.runs) if args.out else RunStore(args.runs).path_of(args.name)
     check_writable(out, "another --out")
     corpus = load_corpus(args.corpus, text_field=args.text_field)  # fail fast, before the model loads
     device = args.device or default_device(ranks)

@@ -154,6 +154,7 @@ CASES = [
     ("eval-name-with-slash", lambda f: ["eval", "--base", str(f["good"]), "--runs", str(f["runs"]),
                                         "--name", "a/b"], "name"),
     ("probe-name-dotdot", lambda f: probe(f, "--name", "../escaped"), "name"),
+    ("cache-name-with-slash", lambda f: cache(f)[:-2] + ["--name", "nested/escaped", "--runs", str(f["runs"])], "name"),
     ("steer-name-dotdot", lambda f: ["steer", "--model", str(f["good"]), "--prompts", "builtin:harmless",
                                      "--positive", "builtin:harmful", "--negative", "builtin:harmless",
                                      "--runs", str(f["runs"]), "--name", ".."], "name"),
