@@ -172,7 +172,8 @@ def _run(model, names, stop, dtype, batch_size, contexts, n_contexts, shard_cont
     bar = tqdm(total=total, unit="tok", unit_scale=True, desc="caching", disable=not progress, dynamic_ncols=True)
     computed = 0
     # One background writer: the next shard is computed while the last one goes to disk.
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    # The bar closes however the job ends, so an error line starts on a line of its own.
+    with bar, ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
         for s in range(n_shards):
             count = min(shard_contexts, n_contexts - s * shard_contexts)
@@ -193,7 +194,6 @@ def _run(model, names, stop, dtype, batch_size, contexts, n_contexts, shard_cont
             bar.update(count * context_length)
         if pending is not None:
             pending.result()
-    bar.close()
     return computed
 
 

@@ -235,3 +235,33 @@ def test_version():
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0
+
+
+def test_a_cache_whose_folder_stops_taking_writes_ends_failed_in_one_line(files, monkeypatch, capsys):
+    """The folder turns read-only after the first shard (injected: root ignores permission bits)."""
+    import errno
+    import json as json_
+
+    import harness.caching.writer as writer
+
+    real, calls = writer.write_shard, {"n": 0}
+
+    def write_shard(folder, index, tensors):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise PermissionError(errno.EACCES, "Permission denied", str(folder / f"shard_{index:05d}.safetensors"))
+        return real(folder, index, tensors)
+
+    monkeypatch.setattr(writer, "write_shard", write_shard)
+    out = files["root"] / "caches" / "read-only-later"
+    argv = cache(files, out=str(out), tokens="512", context_length="32", batch_size="2", shard_contexts="4")
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "caching" not in line]
+    assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith("harness: error: permission denied")
+    manifest = json_.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "Permission" in manifest["error"]
+    assert (out / "shard_00000.safetensors").is_file()  # what was finished is kept
+    monkeypatch.setattr(writer, "write_shard", real)
+    assert main(argv) == 0  # the same command resumes and finishes
+    assert json_.loads((out / "manifest.json").read_text())["status"] == "complete"
