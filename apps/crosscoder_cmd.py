@@ -155,9 +155,10 @@ def cmd_eval(args) -> int:
     with store.create("crosscoder-eval", name=args.name, command=command_line(),
                       config={k: v for k, v in vars(args).items() if k != "func"}) as run:
         run.write_json("metrics.json", metrics)
-    for role in ("base", "aligned"):
+    fvu = list(metrics["fvu"].values())  # keyed by the model names the crosscoder was trained with
+    for i, role in enumerate(("base", "aligned")):
         s = metrics["spliced"][role]
-        print(f"{role}: FVU {metrics['fvu'][role]:.4f}; CE {s['ce_clean']:.4f} -> {s['ce_spliced']:.4f} spliced; KL {s['kl']:.4f}")
+        print(f"{role}: FVU {fvu[i]:.4f}; CE {s['ce_clean']:.4f} -> {s['ce_spliced']:.4f} spliced; KL {s['kl']:.4f}")
     print(f"L0 {metrics['l0']:.1f}; dead {metrics['dead_fraction']:.1%}")
     print(f"run {run.path}")
     return 0
