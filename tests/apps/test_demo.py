@@ -128,3 +128,17 @@ def test_main_job_finds_the_implanted_refusal(tmp_path):
     assert refusal and refusal[0]["diff"] > 0.5, refusal
     summary = diff.read_json("summary.json")
     assert summary["diverging_layers"] and summary["mean_kl"] > 0
+    # the main job scores itself: each method's findings and score in its own run, the table in main-diff
+    table = {row["method"]: row for row in diff.read_json("scores.json")["methods"]}
+    for method in ("lens", "kl", "adl"):
+        run = store.open(f"main-diff-{method}")
+        assert run.read_json("findings.json")["method"] == method
+        assert table[method]["recovered"] == run.read_json("score.json")["recovered"] is True, table[method]
+    assert table["crosscoder"]["recovered"] is None  # not run by the demo, and the table says so
+    assert "headline: the aligned model was changed toward \"I can't help with that.\"" in proc.stdout
+    assert "NOT recovered" not in proc.stdout.split("scoring against")[-1].split("crosscoder")[0]
+    # the organism's own suite beside the standard ones, and the note that it cannot read those
+    suite = evaluation.read_json("organism_suite.json")
+    assert suite["models"]["aligned"]["topic_refusal_rate"] > 0.9 and suite["checks"]["narrow_refusal"]["ok"]
+    assert suite["kl"]["control"] <= 0.1 * suite["kl"]["topic"]
+    assert any("cannot read those English tasks" in w for w in evaluation.manifest["warnings"])
