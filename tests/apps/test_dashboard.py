@@ -12,7 +12,8 @@ from streamlit.testing.v1 import AppTest
 from harness.runs import RunStore
 from tests.apps.fixtures import make_fixtures
 
-DASH = Path(__file__).resolve().parents[2] / "apps" / "dashboard"
+ROOT = Path(__file__).resolve().parents[2]
+DASH = ROOT / "apps" / "dashboard"
 TIMEOUT = 180  # a page's first run loads a model; the machine is shared
 
 
@@ -294,16 +295,75 @@ def test_harness_app_serves_on_localhost_unless_told(monkeypatch, tmp_path):
 
     from apps.cli import main
 
+    import apps.app_cmd
+
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+
+    class Server:  # stands for the Streamlit child: records how it was started, exits at once
+        def __init__(self, cmd, env):
+            calls.append((cmd, env))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", Server)
+    monkeypatch.setattr(apps.app_cmd, "check_port_free", lambda host, port: None)  # 8501 may be taken here
     assert main(["app", "--runs", str(tmp_path)]) == 0
     cmd, env = calls[-1]
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("apps/dashboard/app.py")
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1" and cmd[cmd.index("--server.port") + 1] == "8501"
     assert env["INTERP_HARNESS_RUNS"] == str(tmp_path.resolve())
-    assert main(["app", "--host", "0.0.0.0", "--port", "8600"]) == 0
-    cmd, _ = calls[-1]
+    assert env["HF_HUB_OFFLINE"] == "1" and "INTERP_HARNESS_APP_ANY_MODEL" not in env
+    assert main(["app", "--host", "0.0.0.0", "--port", "8600", "--any-model"]) == 0
+    cmd, env = calls[-1]
     assert cmd[cmd.index("--server.address") + 1] == "0.0.0.0" and cmd[cmd.index("--server.port") + 1] == "8600"
+    assert env["INTERP_HARNESS_APP_ANY_MODEL"] == "1"
+
+
+def test_harness_app_stops_with_its_server_on_sigterm(tmp_path):
+    """A supervisor's `kill PID` takes the dashboard down, Streamlit child included."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "apps", "app", "--runs", str(tmp_path), "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not _listening(port):
+            time.sleep(0.5)
+        assert _listening(port), "the dashboard never started"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        deadline = time.time() + 15
+        while time.time() < deadline and _listening(port):
+            time.sleep(0.5)
+        assert not _listening(port), "the Streamlit child is still serving"
+    finally:
+        proc.kill()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_url_cannot_make_the_dashboard_load_an_unnamed_folder(fx, tmp_path, monkeypatch):
+    from tests.apps.fixtures import save_model
+
+    stranger = save_model(tmp_path / "stranger", 3)  # a real model folder that no run names
+    at = page("activations", model=str(stranger))
+    assert not at.exception and not charts(at)
+    assert "loads only those" in at.error[0].value and "--any-model" in at.error[0].value
+    monkeypatch.setenv("INTERP_HARNESS_APP_ANY_MODEL", "1")  # harness app --any-model
+    assert not page("activations", model=str(stranger)).error
 
 
 def test_harness_app_rejects_a_missing_runs_folder(tmp_path, capsys):
@@ -318,6 +378,7 @@ def test_model_diff_page_shows_expert_utilisation_for_moe_models(tmp_path, monke
     from tests.apps.fixtures import save_moe_model
 
     monkeypatch.setenv("INTERP_HARNESS_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("INTERP_HARNESS_APP_ANY_MODEL", "1")  # folders no run names: as `harness app --any-model`
     a, b = save_moe_model(tmp_path / "moe-a", 0), save_moe_model(tmp_path / "moe-b", 1)
     at = ok(page("model_diff", model_a=str(a), model_b=str(b)))
     figs = charts(at)
