@@ -176,8 +176,8 @@ def _diff(pair, store, prefix, command, say) -> dict:
     with method_run("kl", config) as run:
         with run.timer("kl"):
             findings["kl"] = kl_findings(base, aligned, sets)
-        run.add_model("base", base.identity)
-        run.add_model("aligned", aligned.identity)
+        run.add_model("base", base)
+        run.add_model("aligned", aligned)
         methods_config["kl"], runs["diff-kl"] = config, run
     # adl: mean difference at the first 5 positions of unrelated text, read at the middle layer
     config = {"texts": "stdlib-docs (64 documents)", "k_positions": 5, "layer": "middle",
@@ -187,8 +187,8 @@ def _diff(pair, store, prefix, command, say) -> dict:
             adl = activation_difference(base, aligned, unrelated_texts(64), k=5)
             findings["adl"] = adl_findings(adl, base, aligned, sets["control"][:4], k=TOP_K)
         write_adl(adl, run)
-        run.add_model("base", base.identity)
-        run.add_model("aligned", aligned.identity)
+        run.add_model("base", base)
+        run.add_model("aligned", aligned)
         methods_config["adl"], runs["diff-adl"] = config, run
     for method in METHODS:
         run = runs[f"diff-{method}"]
