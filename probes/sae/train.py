@@ -93,7 +93,7 @@ def train_sae(model, hook: str, *, arch: str = "topk", d_sae: int, tokens: int, 
     check_settings(skip_positions, norm_ratio, max_norm)
     torch.manual_seed(seed)
     source = _CacheSource(cache, hook, model) if cache is not None else \
-        _ModelSource(model, hook, corpus, context_length)
+        _ModelSource(model, hook, corpus, context_length, tokens // batch_tokens * batch_tokens)
     if skip_positions >= source.context_length:
         raise ConfigError(f"skip_positions ({skip_positions}) leaves nothing of a {source.context_length}-token context")
     if exclude_special is True:
@@ -262,7 +262,7 @@ def _record_normalisation(sae, normalize: str) -> None:
 class _ModelSource:
     """Activations made on the fly: SAELens's runner runs the HookedLM over the packed corpus."""
 
-    def __init__(self, model, hook, corpus, context_length):
+    def __init__(self, model, hook, corpus, context_length, n_tokens: int):
         from harness.data import load_corpus, resolve_prepend_bos
 
         if model is None:
@@ -275,6 +275,7 @@ class _ModelSource:
         self.device = str(next(model.parameters()).device)
         self.model_name = model.identity.get("name") or model.cfg.family
         self.dataset_path = f"harness:{self.corpus.name}"
+        self.n_tokens = n_tokens
         self._data = None
 
     def describe(self) -> dict:
@@ -283,7 +284,8 @@ class _ModelSource:
     def models(self) -> dict:
         return {self.model_name: dict(self.model.identity)}
 
-    def _dataset(self, n_tokens: int):
+    def _dataset(self):
+        """The packed training contexts (made once: the outlier threshold is measured on their start)."""
         import itertools
 
         import numpy as np
@@ -294,7 +296,7 @@ class _ModelSource:
         if self._data is None:
             # Enough contexts for the run plus the scaling estimate and the buffer; SAELens loops
             # over the dataset when it runs out, so a short corpus repeats rather than fails.
-            n = math.ceil(n_tokens * 1.2 / self.context_length) + 64
+            n = math.ceil(self.n_tokens * 1.2 / self.context_length) + 64
             contexts = list(itertools.islice(pack(self.corpus, self.model.tokenizer, self.context_length,
                                                   shuffle_buffer=min(4096, n)), n))
             if not contexts:
@@ -308,7 +310,7 @@ class _ModelSource:
         if norm_ratio is None or max_norm is not None:
             return choose(torch.zeros(1, 1, 1), None, skip_positions=skip, special_tokens=special,
                           norm_ratio=None, max_norm=max_norm)
-        self._dataset(NORM_SAMPLE_CONTEXTS * self.context_length)
+        self._dataset()
         ids = torch.from_numpy(self._data[:NORM_SAMPLE_CONTEXTS]).to(self.device)
         xs = []
         with torch.inference_mode():
@@ -325,7 +327,7 @@ class _ModelSource:
         import warnings
 
         checkpoints.remove_all()  # on the fly a rerun restarts cleanly: no checkpoints to resume from
-        dataset = self._dataset(cfg.training_tokens)
+        dataset = self._dataset()
         with warnings.catch_warnings():
             # SAELens compares the dataset's row count (contexts) with the token count and warns
             # of repeated epochs that will not happen: each row holds context_size tokens.

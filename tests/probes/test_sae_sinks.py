@@ -154,3 +154,23 @@ def test_saelens_reads_the_saved_normalisation(normalize, plain, plain_cache, tm
     total = (kept - kept.mean(0)).pow(2).sum(-1).mean()
     assert m["explained_variance"] == pytest.approx(float(1 - err.mean() / total), abs=1e-4)
     assert m["explained_variance"] > 0.3  # raw activations at the right scale
+
+
+def test_on_the_fly_training_sees_its_whole_token_budget(plain, tmp_path, monkeypatch):
+    """Measuring the outlier threshold on a sample of contexts must not shrink the training data
+    to that sample: SAELens gets enough distinct contexts for every training token."""
+    import sae_lens.llm_sae_training_runner as runner_mod
+
+    seen = []
+    original = runner_mod.LanguageModelSAETrainingRunner.__init__
+
+    def spy(self, cfg, override_model=None, override_dataset=None, **kw):
+        seen.append(len(override_dataset))
+        original(self, cfg, override_model=override_model, override_dataset=override_dataset, **kw)
+
+    monkeypatch.setattr(runner_mod.LanguageModelSAETrainingRunner, "__init__", spy)
+    tokens = 24 * 512
+    result = train_sae(plain, HOOK, corpus="stdlib-docs", context_length=CTX, out=tmp_path / "fly", arch="topk",
+                       d_sae=32, k=4, tokens=tokens, batch_tokens=512, lr=3e-3, progress=False)
+    assert seen and seen[0] >= tokens // CTX
+    assert result.run.manifest["exclusion"]["max_norm"] > 0 and result.run.manifest["excluded"]["kept"] >= tokens
