@@ -61,6 +61,35 @@ class Block(nn.Module):
         return self.hook_resid_post(resid + self.hook_mlp_out(mlp_out))
 
 
+class Embed(nn.Embedding):
+    """nn.Embedding (state dict `embed.weight`) that also answers to TransformerLens's `W_E`."""
+
+    @property
+    def W_E(self) -> torch.Tensor:
+        return self.weight
+
+
+class PosEmbed(nn.Embedding):
+    """Learned positions; TransformerLens's `W_pos`."""
+
+    @property
+    def W_pos(self) -> torch.Tensor:
+        return self.weight
+
+
+class Unembed(Linear):
+    """The unembedding (state dict `unembed.weight`, [d_vocab, d_model]) with TransformerLens's
+    views: `W_U` [d_model, d_vocab] and `b_U` [d_vocab] (zeros where the model has no bias)."""
+
+    @property
+    def W_U(self) -> torch.Tensor:
+        return self.weight.T
+
+    @property
+    def b_U(self) -> torch.Tensor:
+        return self.bias if self.bias is not None else self.weight.new_zeros(self.out_features)
+
+
 class HookedCache(ActivationCache):
     """TransformerLens's ActivationCache, refusing by name what a mixture-of-experts layer cannot
     give it (one MLP's neurons) instead of failing on a missing hook."""
@@ -92,10 +121,10 @@ class HookedLM(SAEHooksMixin, HookedRootModule):
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.identity: dict[str, Any] = {"name": cfg.name, "family": cfg.family}
-        self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
+        self.embed = Embed(cfg.d_vocab, cfg.d_model)
         self.hook_embed = HookPoint()
         if cfg.positional == "learned":
-            self.pos_embed = nn.Embedding(cfg.n_ctx, cfg.d_model)
+            self.pos_embed = PosEmbed(cfg.n_ctx, cfg.d_model)
             self.hook_pos_embed = HookPoint()
         else:
             rot_dim = cfg.rotary_dim or cfg.d_head
@@ -106,7 +135,7 @@ class HookedLM(SAEHooksMixin, HookedRootModule):
                 self.rotary["sliding"] = Rotary(rot_dim, theta, scaling)
         self.blocks = nn.ModuleList([self.build_block(cfg, i) for i in range(cfg.n_layers)])
         self.ln_final = Norm(cfg.d_model, cfg.norm, cfg.norm_eps, cfg.norm_offset)
-        self.unembed = Linear(cfg.d_model, cfg.d_vocab, bias=False)
+        self.unembed = Unembed(cfg.d_model, cfg.d_vocab, bias=False)
         if cfg.tie_embeddings:
             self.unembed.weight = self.embed.weight
         self.setup()
@@ -122,12 +151,11 @@ class HookedLM(SAEHooksMixin, HookedRootModule):
 
     @property
     def W_U(self) -> torch.Tensor:
-        return self.unembed.weight.T
+        return self.unembed.W_U
 
     @property
     def b_U(self) -> torch.Tensor:
-        bias = self.unembed.bias
-        return bias if bias is not None else self.unembed.weight.new_zeros(self.cfg.d_vocab)
+        return self.unembed.b_U
 
     @property
     def W_pos(self) -> torch.Tensor:

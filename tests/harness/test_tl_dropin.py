@@ -339,3 +339,16 @@ def test_generate_samples_by_default_and_honours_temperature():
     assert torch.equal(model.generate(prompt, max_new_tokens=12, temperature=0.0, stop_at_eos=False), greedy)
     cold = model.generate(prompt, max_new_tokens=12, temperature=1e-4, seed=1, stop_at_eos=False)
     assert torch.equal(cold, greedy)  # temperature is honoured without do_sample being passed
+
+
+@pytest.mark.parametrize("which", ["gpt2", "llama"])
+def test_component_weight_views_match(which, request):
+    """Notebooks read embed.W_E, unembed.W_U/b_U and pos_embed.W_pos off the components."""
+    ours, tl = request.getfixturevalue(which)[:2]
+    assert torch.allclose(ours.embed.W_E, tl.embed.W_E, atol=TOL)
+    assert torch.allclose(ours.unembed.W_U, tl.unembed.W_U, atol=TOL)
+    assert ours.unembed.b_U.shape == tl.unembed.b_U.shape
+    assert torch.allclose(ours.unembed.b_U, tl.unembed.b_U, atol=TOL)
+    if which == "gpt2":
+        assert torch.allclose(ours.pos_embed.W_pos, tl.pos_embed.W_pos, atol=TOL)
+    assert {"embed.weight", "unembed.weight"} <= set(ours.state_dict())  # checkpoints keep their keys
