@@ -43,6 +43,7 @@ NETWORK = ("load_dataset", "download_file_from_hf", "checkpoint_index", "get_che
            "make_wiki_data_loader", "make_owt_data_loader", "make_code_data_loader", "evals.evaluate(", "hf_hub_download",
            "requests.", "urllib")
 RENDER_NAMES = {"cv", "circuitsvis", "attention_heads", "attention_patterns"}
+LOAD_TIMEOUT = 900
 PROCESS_FLAGS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases",
                  "refactor_factored_attn_matrices")
 
@@ -91,7 +92,7 @@ class _SwapLoads(ast.NodeTransformer):
 
 
 def prepare(src: str) -> tuple[str | None, str | None]:
-    """(code to run, None) or (None, why it is skipped)."""
+    """(code to run, None), or (its imports alone, why it is skipped), or (None, why)."""
     from IPython.core.inputtransformer2 import TransformerManager
 
     if any(word in src for word in NETWORK):
@@ -101,10 +102,12 @@ def prepare(src: str) -> tuple[str | None, str | None]:
         tree = ast.parse(code)
     except SyntaxError:
         return code, None  # let IPython report it, on both models alike
-    if _renders_at_top_level(tree):
-        return None, "skipped: network/display"
-    tree = ast.fix_missing_locations(_SwapLoads().visit(tree))
-    return ast.unparse(tree), None
+    if _renders_at_top_level(tree):  # its imports still run, so later cells see e.g. `cv`
+        imports = [s for s in tree.body if isinstance(s, (ast.Import, ast.ImportFrom))]
+        return (ast.unparse(ast.Module(imports, [])) if imports else None), "skipped: network/display"
+    swap = _SwapLoads()
+    tree = ast.fix_missing_locations(swap.visit(tree))
+    return ast.unparse(tree), ("load" if swap.swapped else None)
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -212,15 +215,18 @@ def child(notebook: Path, backend: str, model_name: str, timeout: int, out: Path
     signal.signal(signal.SIGALRM, on_alarm)
     results = []
     for index, src in enumerate(code_cells(notebook)):
-        code, skipped = prepare(src)
-        if code is None:
-            results.append({"cell": index, "status": skipped})
+        code, note = prepare(src)
+        if note and note.startswith("skipped"):
+            if code is not None:
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    shell.run_cell(code, store_history=False)
+            results.append({"cell": index, "status": note})
             continue
         if os.environ.get("TL_TUTORIALS_TRACE"):
             print(f"cell {index} ...", file=sys.__stderr__, flush=True)
         sink = io.StringIO()
         start = time.time()
-        signal.alarm(timeout)
+        signal.alarm(LOAD_TIMEOUT if note == "load" else timeout)  # a load cut short would leave a half-processed model
         try:
             with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
                 res = shell.run_cell(code, store_history=False, silent=False)
