@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import ConfigError
+from harness.tokens import left_pad, pad_id
 
 FILE = "organism_suite.json"
 FIGURE = "organism_suite.html"
@@ -68,16 +69,11 @@ def reply_kl(base, aligned, prompts: list[str], batch_size: int = 32) -> list[fl
     from harness.training.chat import encode_prompt
 
     tok = aligned.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_id(tok)
     out = []
     for start in range(0, len(prompts), batch_size):
-        rows = [encode_prompt(tok, p) for p in prompts[start : start + batch_size]]
-        width = max(map(len, rows))
-        tokens = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(tokens)
-        for i, r in enumerate(rows):  # left padding: the last column is where every reply starts
-            tokens[i, width - len(r) :] = torch.tensor(r)
-            mask[i, width - len(r) :] = 1
+        # left padding: the last column is where every reply starts
+        tokens, mask = left_pad([encode_prompt(tok, p) for p in prompts[start : start + batch_size]], pad)
         lp = {}
         for role, model in (("base", base), ("aligned", aligned)):
             logits = model(tokens.to(model.device), attention_mask=mask.to(model.device))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from harness.tokens import left_pad, pad_id
 from harness.training.chat import encode_prompt
 
 
@@ -12,16 +13,12 @@ def respond(model, prompts: list[str], max_new_tokens: int = 24, batch_size: int
     """Greedy responses to chat prompts (text after the assistant tag, up to the end token)."""
     tok = model.tokenizer
     eos = tok.eos_token_id
-    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    pad = pad_id(tok)
     out = []
     for start in range(0, len(prompts), batch_size):
-        rows = [encode_prompt(tok, p) for p in prompts[start : start + batch_size]]
-        width = max(map(len, rows))
-        tokens = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(tokens)
-        for i, r in enumerate(rows):  # left padding: every prompt ends where generation starts
-            tokens[i, width - len(r) :] = torch.tensor(r)
-            mask[i, width - len(r) :] = 1
+        # left padding: every prompt ends where generation starts
+        tokens, mask = left_pad([encode_prompt(tok, p) for p in prompts[start : start + batch_size]], pad)
+        width = tokens.shape[1]
         generated = model.generate(tokens.to(model.device), attention_mask=mask.to(model.device),
                                    max_new_tokens=max_new_tokens, return_type="tokens", do_sample=False)
         for row in generated[:, width:].tolist():

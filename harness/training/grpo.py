@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from harness.errors import ConfigError
+from harness.tokens import left_pad, pad_id
 from harness.training.chat import encode_prompt, require_chat_template, token_logps
 from harness.training.loop import TrainConfig, Trainer
 
@@ -121,13 +122,8 @@ def sample(model, prompt_ids: list[list[int]], cfg: GRPOConfig, seed: int):
     """Left-pad prompts, sample completions. Returns (tokens [n, P+T], attention [n, P+T],
     completion mask [n, T]: tokens up to and including the first end token)."""
     tok = model.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    width = max(map(len, prompt_ids))
-    prompts = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
-    attention = torch.zeros_like(prompts)
-    for i, ids in enumerate(prompt_ids):
-        prompts[i, width - len(ids) :] = torch.tensor(ids)
-        attention[i, width - len(ids) :] = 1
+    prompts, attention = left_pad(prompt_ids, pad_id(tok))
+    width = prompts.shape[1]
     tokens = model.generate(prompts.to(model.device), attention_mask=attention.to(model.device), do_sample=True,
                             temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=seed, return_type="tokens")
     completion = tokens[:, width:]

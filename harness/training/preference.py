@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import torch
 
 from harness.errors import ConfigError
+from harness.tokens import pad_id
 from harness.training import losses as L
 from harness.training.chat import Encoded, collate, encode_pair, require_chat_template, scored_token_logps
 from harness.training.data import examples as check_examples
 from harness.training.loop import TrainConfig, Trainer
-from harness.training.sft import pad_id
 
 LOSSES = ("dpo", "ipo", "simpo", "orpo", "kto")
 NEEDS_REFERENCE = ("dpo", "ipo", "kto")

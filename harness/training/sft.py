@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.tokens import pad_id
 from harness.training.chat import Encoded, collate, encode_pair, require_chat_template, scored_token_logps
 from harness.training.data import examples as check_examples
 from harness.training.loop import TrainConfig, Trainer
@@ -27,13 +28,6 @@ def masked_nll(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean negative log-likelihood over the scored (response) tokens of a collated batch."""
     _, picked = scored_token_logps(model, batch["tokens"], batch["loss_mask"])
     return -picked.sum() / max(picked.numel(), 1)
-
-
-def pad_id(tokenizer) -> int:
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if candidate is not None:
-            return candidate
-    return 0
 
 
 def train_rows(model, rows: list[Encoded], cfg: TrainConfig, desc: str) -> list[float]:
