@@ -11,19 +11,9 @@ from evals.lm_adapter import HookedLMEval
 from evals.runner import run_eval
 from evals.suites import resolve_suite
 from tests.evals import tiny
+from tests.evals.test_runner import GOOD_YAML
 
-SUB = """task: sub_NAME
-dataset_path: json
-dataset_kwargs:
-  data_files: {test: DATA}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Q: {{q}}\\nA:"
-doc_to_choice: "{{choices}}"
-doc_to_target: label
-metric_list:
-  - metric: acc
-"""
+SUB = GOOD_YAML.replace("task: my_task", "task: sub_NAME")  # one multiple-choice task per subtask
 GROUP = """group: my_group
 task:
   - sub_a

@@ -9,9 +9,11 @@ import torch
 
 import harness
 from harness.errors import ConfigError
+
 from probes.adl import activation_difference, adl_findings, steer_with, unrelated_texts
 from probes.findings import score_findings
 from tests.probes import tiny
+from tests.probes.test_findings import planted_pair
 
 TEXTS = ["the cat is red and the dog is blue", "a bird with a fish on the apple", "green pear and black plum in the"]
 
@@ -31,21 +33,15 @@ def test_identical_models_have_no_difference_and_bad_input_is_refused():
 
 
 def test_a_planted_offset_reads_back_as_its_token():
-    base = tiny.model("gpt2", n_layers=3)
-    aligned = copy.deepcopy(base)
-    vocab = {t: i for t, i in base.tokenizer.get_vocab().items() if not t.startswith("<|")}
-    tid = vocab[max(vocab, key=len)]
-    with torch.no_grad():
-        w = base.unembed.weight[tid]
-        aligned.blocks[1].mlp.down_proj.bias += 30 * w / w.norm()
+    base, aligned, token = planted_pair()  # layer 1's MLP writes one token's unembedding direction
     adl = activation_difference(base, aligned, TEXTS, k=4)
     assert float(adl.delta[0].abs().max()) < 1e-5  # nothing changes before the planted layer
     f = adl_findings(adl, base, aligned, ["the cat"], layer=1, max_new_tokens=3)
-    assert f.method == "adl" and f.tokens[0]["id"] == tid
+    assert f.method == "adl" and f.tokens[0]["token"] == token
     assert len(f.extra["steered"]) == 2 and len(f.extra["per_layer"]) == 3
     # steering the base with the difference makes it say the planted token
     reply = steer_with(adl, base, ["the cat"], layer=1, strength=3.0, max_new_tokens=2, chat=False)[0]
-    assert base.tokenizer.decode([tid]).strip() in reply
+    assert token.strip() in reply
 
 
 @pytest.fixture(scope="module")
