@@ -191,7 +191,24 @@ def _has_hooks(hook: nn.Module) -> bool:
     return not isinstance(hook, HookPoint) or bool(hook.fwd_hooks or hook.bwd_hooks)
 
 
-class Attention(nn.Module):
+class FactoredViews:
+    """TransformerLens's QK and OV circuits as FactoredMatrix, for anything with W_Q, W_K, W_V
+    and W_O views: one attention layer, or the whole model (stacked over layers)."""
+
+    @property
+    def QK(self):
+        from transformer_lens.FactoredMatrix import FactoredMatrix
+
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    @property
+    def OV(self):
+        from transformer_lens.FactoredMatrix import FactoredMatrix
+
+        return FactoredMatrix(self.W_V, self.W_O)
+
+
+class Attention(FactoredViews, nn.Module):
     """Multi-head, grouped-query and multi-query attention with optional QK-norm, rotary, sliding
     window and score soft-capping. Runs PyTorch's fused SDPA unless scores or pattern are hooked."""
 
@@ -275,18 +292,6 @@ class Attention(nn.Module):
     def b_O(self) -> torch.Tensor:
         bias = self.o_proj.bias
         return bias if bias is not None else self.o_proj.weight.new_zeros(self.cfg.d_model)
-
-    @property
-    def QK(self):
-        from transformer_lens.FactoredMatrix import FactoredMatrix
-
-        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
-
-    @property
-    def OV(self):
-        from transformer_lens.FactoredMatrix import FactoredMatrix
-
-        return FactoredMatrix(self.W_V, self.W_O)
 
     def forward(
         self,

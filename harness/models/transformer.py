@@ -19,7 +19,7 @@ from transformer_lens.hook_points import HookPoint
 
 from harness.errors import HarnessError, HookNameError, ShapeError, UnsupportedArchitectureError
 from harness.models import processing
-from harness.models.components import MLP, Attention, AttentionMask, LayerKV, Norm, Rotary
+from harness.models.components import MLP, Attention, AttentionMask, FactoredViews, LayerKV, Norm, Rotary
 from harness.models.config import ModelConfig
 from harness.models.kv_cache import KVCache
 from harness.models.linear import Linear
@@ -115,7 +115,7 @@ class HookedCache(ActivationCache):
         return super().get_full_resid_decomposition(layer, mlp_input, expand_neurons, *args, **kwargs)
 
 
-class HookedLM(SAEHooksMixin, HookedRootModule):
+class HookedLM(FactoredViews, SAEHooksMixin, HookedRootModule):
     def __init__(self, cfg: ModelConfig, tokenizer: Any = None):
         super().__init__()
         self.cfg = cfg
@@ -188,18 +188,6 @@ class HookedLM(SAEHooksMixin, HookedRootModule):
     @property
     def W_gate(self) -> torch.Tensor | None:
         return self._stacked("mlp", "W_gate") if self.cfg.gated_mlp else None
-
-    @property
-    def QK(self):
-        from transformer_lens.FactoredMatrix import FactoredMatrix
-
-        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
-
-    @property
-    def OV(self):
-        from transformer_lens.FactoredMatrix import FactoredMatrix
-
-        return FactoredMatrix(self.W_V, self.W_O)
 
     def all_head_labels(self) -> list[str]:
         return [f"L{layer}H{head}" for layer in range(self.cfg.n_layers) for head in range(self.cfg.n_heads)]
