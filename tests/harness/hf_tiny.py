@@ -92,20 +92,25 @@ def assert_fused_matches_eager(ours, tokens, name: str, tol: float = 1e-4):
     assert pattern.triu(1).abs().max().item() == 0  # causal
 
 
+def tl_gpt2_config(c, **extra):
+    """TransformerLens's config for a transformers GPT2Config (no BOS, as the tests feed tokens)."""
+    from transformer_lens import HookedTransformerConfig
+
+    return HookedTransformerConfig(
+        n_layers=c.n_layer, d_model=c.n_embd, n_heads=c.n_head, d_head=c.n_embd // c.n_head, d_mlp=4 * c.n_embd,
+        d_vocab=c.vocab_size, n_ctx=c.n_positions, act_fn="gelu_new", normalization_type="LN", eps=c.layer_norm_epsilon,
+        positional_embedding_type="standard", default_prepend_bos=False, **extra)
+
+
 def gpt2_pair(use_attn_result: bool = False):
     """(ours, TransformerLens) on the same tiny GPT-2 ("gpt2-odd-heads"), TransformerLens without
     weight processing so every activation is comparable."""
     import harness
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens import HookedTransformer
     from transformer_lens.pretrained.weight_conversions.gpt2 import convert_gpt2_weights
 
     hf = build("gpt2-odd-heads")
-    c = hf.config
-    tl_cfg = HookedTransformerConfig(
-        n_layers=c.n_layer, d_model=c.n_embd, n_heads=c.n_head, d_head=c.n_embd // c.n_head, d_mlp=4 * c.n_embd,
-        d_vocab=c.vocab_size, n_ctx=c.n_positions, act_fn="gelu_new", normalization_type="LN", eps=c.layer_norm_epsilon,
-        positional_embedding_type="standard", use_attn_result=use_attn_result, default_prepend_bos=False,
-    )
+    tl_cfg = tl_gpt2_config(hf.config, use_attn_result=use_attn_result)
     tl = HookedTransformer(tl_cfg)
     tl.load_state_dict(convert_gpt2_weights(hf, tl_cfg), strict=False)
     return harness.load(hf).eval(), tl.eval()

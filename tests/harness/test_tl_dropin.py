@@ -15,7 +15,7 @@ from transformer_lens.pretrained.weight_conversions.llama import convert_llama_w
 import harness
 from harness.errors import HarnessError, UnsupportedArchitectureError
 from harness.models.transformer import HookedLM
-from tests.harness.hf_tiny import _perturb, build, gpt2_pair
+from tests.harness.hf_tiny import _perturb, build, gpt2_pair, tl_gpt2_config
 
 torch.set_num_threads(1)
 TOL = 1e-4
@@ -196,11 +196,7 @@ def test_token_helpers_match(gpt2):
 
 def gpt2_processed_pair(**flags):
     hf = build("gpt2-odd-heads")
-    c = hf.config
-    cfg = HookedTransformerConfig(
-        n_layers=c.n_layer, d_model=c.n_embd, n_heads=c.n_head, d_head=c.n_embd // c.n_head, d_mlp=4 * c.n_embd,
-        d_vocab=c.vocab_size, n_ctx=c.n_positions, act_fn="gelu_new", normalization_type="LN",
-        eps=c.layer_norm_epsilon, positional_embedding_type="standard", default_prepend_bos=False)
+    cfg = tl_gpt2_config(hf.config)
     tl = HookedTransformer(cfg)
     # What TL's from_pretrained does; on a copy, since its processing edits the tensors it is given.
     tl.load_and_process_state_dict(convert_gpt2_weights(copy.deepcopy(hf), cfg), **flags)
