@@ -8,9 +8,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from harness.data.jsonl import jsonl_rows
 from harness.errors import ConfigError
 from probes.refusal import refusal_pairs
 
@@ -36,17 +36,15 @@ def _read(spec: str) -> list[str]:
         path = Path(head)
     if not path.is_file():
         raise FileNotFoundError(2, "no such prompt file", str(path))
-    text = path.read_text(encoding="utf-8")
     if path.suffix != ".jsonl":
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}; a binary file?); prompt files must be "
+                              "UTF-8") from None
         return [line.strip() for line in text.splitlines() if line.strip()]
     out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise ConfigError(f"{path}:{n} is not valid JSON") from None
+    for n, row in jsonl_rows(path, ConfigError, "prompt files"):
         if not isinstance(row, dict) or not isinstance(row.get(field), str):
             raise ConfigError(f"{path}:{n} has no string field {field!r}; name the field as {path}:FIELD")
         out.append(row[field])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from harness.data.jsonl import jsonl_rows
 from harness.errors import HarnessError
 
 
@@ -78,26 +79,10 @@ def _data_files(files) -> list[str]:
 def check_jsonl(path: Path) -> int:
     """Every non-empty line must be a JSON object; returns the number of rows."""
     rows = 0
-    try:
-        f = open(path, "rb")
-    except OSError as err:
-        raise HarnessError(f"{path}: cannot read the data file ({err.strerror or err})") from None
-    with f:
-        for number, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise HarnessError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
-                                   f"{err.start + 1}; a binary file?); JSON Lines must be UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise HarnessError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(row, dict):
-                raise HarnessError(f"{path}:{number}: each line must be a JSON object, got {type(row).__name__}")
-            rows += 1
+    for number, row in jsonl_rows(path, what="JSON Lines suite data"):
+        if not isinstance(row, dict):
+            raise HarnessError(f"{path}:{number}: each line must be a JSON object, got {type(row).__name__}")
+        rows += 1
     if rows == 0:
         raise HarnessError(f"{path}: no rows")
     return rows

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from harness.data.jsonl import jsonl_rows
 from harness.errors import HarnessError
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst")
@@ -140,19 +141,8 @@ def _read_file(path: Path, text_field: str) -> Iterator[str]:
                               "(a binary file?); corpus files must be UTF-8 text")
         yield text
     elif path.suffix in JSON_SUFFIXES:
-        with open(path, "rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    raise _not_utf8(path, raw, err, lineno) from None
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise CorpusError(f"{path}:{lineno}: not JSON Lines ({e.msg}); one JSON object per line") from None
-                yield _field(row, text_field, f"{path}:{lineno}")
+        for lineno, row in jsonl_rows(path, CorpusError, "corpus files"):
+            yield _field(row, text_field, f"{path}:{lineno}")
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq

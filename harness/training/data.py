@@ -9,10 +9,10 @@ In-memory lists of dicts go through the same checks (reported as "<examples> ite
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable
 
+from harness.data.jsonl import jsonl_rows
 from harness.errors import ConfigError, HarnessError
 
 FIELDS = {
@@ -52,16 +52,8 @@ def read_jsonl(path, kind: str) -> list[dict]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as err:
-                raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            rows.append(check_example(row, kind, f"{path}:{number}"))
+    rows = [check_example(row, kind, f"{path}:{number}")
+            for number, row in jsonl_rows(path, DataError, "training data files")]
     if not rows:
         raise DataError(f"{path}: holds no examples")
     return rows

@@ -112,7 +112,7 @@ CASES = [
     ("directions-garbage", lambda f: ["steer", "--model", str(f["good"]), "--prompts", "builtin:harmless",
                                       "--direction", str(f["root"] / "garbage.safetensors"), "--runs", str(f["runs"])],
      "garbage.safetensors"),
-    ("prompts-bad-jsonl-line", lambda f: probe(f, positive=str(f["root"] / "prompts.jsonl")), "prompts.jsonl:2"),
+    ("prompts-bad-jsonl-line", lambda f: probe(f, positive=str(f["root"] / "prompts.jsonl")), "prompts.jsonl:2: not JSON Lines"),
     # -- bad numbers ----------------------------------------------------------------------------
     ("tokens-inf", lambda f: cache(f, tokens="inf"), "--tokens"),
     ("tokens-1e30", lambda f: cache(f, tokens="1e30"), "--tokens"),

@@ -133,7 +133,7 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
 
 def test_malformed_jsonl_names_file_and_line(tmp_path):
     folder = _user_suite(tmp_path, GOOD_YAML, GOOD_ROWS + '{"q": "broken",\n')
-    with pytest.raises(HarnessError, match=r"data\.jsonl:4: invalid JSON"):
+    with pytest.raises(HarnessError, match=r"data\.jsonl:4: not JSON Lines: invalid JSON"):
         resolve_suite(folder)
 
 

@@ -59,7 +59,7 @@ def test_preference_data_errors_name_file_and_line(tmp_path):
     cases = {
         '{"prompt": "Hi", "chosen": "Hello."}': r"prefs.jsonl:2: missing field\(s\) \['rejected'\]",
         '{"prompt": "Hi", "chosen": "Hello.", "rejected": "  "}': r"prefs.jsonl:2: field 'rejected' is empty",
-        '{"prompt": "Hi", "chosen": ': r"prefs.jsonl:2: not valid JSON",
+        '{"prompt": "Hi", "chosen": ': r"prefs.jsonl:2: not JSON Lines: invalid JSON",
         '{"prompt": "Hi", "chosen": "Same.", "rejected": "Same."}': r"prefs.jsonl:2: 'chosen' and 'rejected' are identical",
         '{"prompt": "Hi", "chosen": 3, "rejected": "x"}': r"prefs.jsonl:2: field 'chosen' must be a string",
     }
