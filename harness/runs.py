@@ -113,12 +113,20 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None
     (atomic on POSIX and Windows). On any failure the temporary file is removed, so the
     folder holds the old file or the new one, never a partial one.
     """
+    def to_file(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            write(f)
+
+    atomic_write_path(path, to_file)
+
+
+def atomic_write_path(path: Path, write_to: Callable[[Path], None]) -> None:
+    """atomic_write for writers that want a path (safetensors' save_file streams to one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
+        write_to(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import os
 import struct
 from pathlib import Path
 
@@ -20,9 +19,9 @@ import numpy as np
 import torch
 
 from harness.errors import RunError
+from harness.runs import atomic_write_path
 
 SHARD_GLOB = "shard_*.safetensors"
-TMP_PREFIX = ".tmp-"
 
 
 def shard_name(index: int) -> str:
@@ -50,25 +49,17 @@ def disk_full_is_an_error(folder: Path, what: str):
 def write_shard(folder: Path, index: int, tensors: dict[str, torch.Tensor]) -> Path:
     """Write one shard atomically: a failure at any point leaves no partial file behind."""
     target = folder / shard_name(index)
-    tmp = folder / f"{TMP_PREFIX}{os.getpid()}-{shard_name(index)}"
     with disk_full_is_an_error(folder, target.name):
-        try:
-            _save({k: v.contiguous() for k, v in tensors.items()}, tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
+        atomic_write_path(target, lambda tmp: _save({k: v.contiguous() for k, v in tensors.items()}, tmp))
     return target
 
 
 def remove_partial(folder: Path) -> int:
     """Delete temporary files left by killed writers; returns how many."""
     n = 0
-    # Ours, and the run store's manifest temporaries (.manifest.json.<hex>.tmp).
-    for p in [*folder.glob(f"{TMP_PREFIX}*"), *folder.glob(".manifest.json.*.tmp")]:
+    # The run store's temporaries (.<name>.<hex>.tmp): shards and the manifest; and the older
+    # writer's (.tmp-<pid>-<shard>), which a cache made before may still hold.
+    for p in [*folder.glob(".*.tmp"), *folder.glob(".tmp-*")]:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
             n += 1
