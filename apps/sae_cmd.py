@@ -59,7 +59,7 @@ def _register_train(sub) -> None:
     src.add_argument("--from-cache", metavar="CACHE", help="train from a `harness cache` run (name or folder)")
     p.add_argument("--out", metavar="RUN", help="run name (under --runs) or folder path")
     p.add_argument("--batch-tokens", type=int, default=4096)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr-warm-up-steps", type=int, default=0)
     p.add_argument("--skip-positions", type=int, default=1,
