@@ -34,8 +34,9 @@ def config_class(arch: str):
 
 
 def sae_config(arch: str, d_in: int, d_sae: int, *, k: int | None = None, sparsity: float | None = None,
-               normalize: str = "none", extra: dict | None = None, device: str = "cpu"):
-    """A SAELens TrainingSAEConfig for `arch` (see the module docstring)."""
+               normalize: str = "none", extra: dict | None = None, device: str = "cpu", steps: int | None = None):
+    """A SAELens TrainingSAEConfig for `arch` (see the module docstring). `steps`, the run's
+    length, sets how fast BatchTopK's saved threshold follows training (see below)."""
     cls = config_class(arch)
     if d_in < 1 or d_sae < 1:
         raise ConfigError(f"d_in ({d_in}) and d_sae ({d_sae}) must be positive")
@@ -57,6 +58,11 @@ def sae_config(arch: str, d_in: int, d_sae: int, *, k: int | None = None, sparsi
     if arch == "matching_pursuit":
         kwargs["decoder_init_norm"] = 1.0  # required by SAELens for this architecture
     fields = {f.name for f in dataclasses.fields(cls)}
+    if "topk_threshold_lr" in fields and steps and "topk_threshold_lr" not in (extra or {}):
+        # SAELens saves BatchTopK as JumpReLU with a threshold it averages during training, from
+        # 0, at 1% a step: a run of a few hundred steps saves it far too low, and the loaded SAE
+        # fires several times k features. Averaging at 5/steps leaves e^-5 of that start.
+        kwargs["topk_threshold_lr"] = max(0.01, min(0.5, 5.0 / steps))
     for key in extra or {}:
         if key not in fields:
             raise ConfigError(f"{arch} SAE config has no field {key!r}; fields: {', '.join(sorted(fields))}")

@@ -110,7 +110,7 @@ def train_sae(model, hook: str, *, arch: str = "topk", d_sae: int, tokens: int, 
     if checkpoint_every is None:
         checkpoint_every = max(1, steps // 10)
     sae_cfg = sae_config(arch, source.d_in, d_sae, k=k, sparsity=sparsity, normalize=normalize, extra=extra,
-                         device=source.device)
+                         device=source.device, steps=steps)
     config = {"hook": hook, "arch": arch, "d_in": source.d_in, "d_sae": d_sae, "k": k, "sparsity": sparsity,
               "tokens": steps * batch_tokens, "batch_tokens": batch_tokens, "steps": steps, "lr": lr,
               "lr_warm_up_steps": lr_warm_up_steps, "lr_decay_steps": lr_decay_steps,

@@ -174,3 +174,19 @@ def test_on_the_fly_training_sees_its_whole_token_budget(plain, tmp_path, monkey
                        d_sae=32, k=4, tokens=tokens, batch_tokens=512, lr=3e-3, progress=False)
     assert seen and seen[0] >= tokens // CTX
     assert result.run.manifest["exclusion"]["max_norm"] > 0 and result.run.manifest["excluded"]["kept"] >= tokens
+
+
+def test_a_saved_batchtopk_sae_reads_back_with_its_own_sparsity(plain, plain_cache, tmp_path):
+    """SAELens saves BatchTopK as JumpReLU with the running threshold it kept in training. That
+    threshold is a moving average that starts at 0: on a short run it must still converge, or
+    the saved SAE fires far more features than the one that was trained and evaluated."""
+    result = _train(plain_cache, tmp_path / "btk", arch="batchtopk", tokens=20 * 512)
+    tokens = heldout_tokens(plain, "stdlib-docs", 1024, CTX)
+    x = plain.run_with_cache(tokens, names_filter=[HOOK])[1][HOOK][:, 1:].reshape(-1, plain.cfg.d_model)
+    loaded = SAE.load_from_disk(str(result.path))
+    with torch.no_grad():
+        l0_saved = float((loaded.encode(x) > 0).float().sum(-1).mean())
+        theirs, ours = loaded(x), result.sae.decode(result.sae.encode(x))
+    ev = lambda y: float(1 - (y - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum())  # noqa: E731
+    assert 8 * 0.5 < l0_saved < 8 * 2, l0_saved  # k = 8 in training
+    assert abs(ev(theirs) - ev(ours)) < 0.1, (ev(theirs), ev(ours))
