@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from apps.options import fraction, positive_float, positive_int, token_count, token_count_or_zero
+from apps.options import fraction, positive_float, positive_int, token_count
 
 
 def register(subparsers) -> None:
@@ -48,10 +48,6 @@ def register(subparsers) -> None:
     p.add_argument("--shard-contexts", type=positive_int, default=None, help="contexts per shard (overrides --shard-mb)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_cache)
-
-
-# sae_cmd's token flags, where 0 means "none"
-_tokens = token_count_or_zero
 
 
 def out_folder(out: str, runs: str | None) -> Path:

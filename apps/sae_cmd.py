@@ -21,7 +21,8 @@ from __future__ import annotations
 import shlex
 import sys
 
-from apps.cache_cmd import _tokens, out_folder
+from apps.cache_cmd import out_folder
+from apps.options import nonnegative_int, positive_float, positive_int, token_count, token_count_or_zero
 
 ARCHS = ("standard", "gated", "topk", "abstopk", "jumprelu", "batchtopk", "matryoshka_batchtopk", "matching_pursuit")
 
@@ -40,7 +41,7 @@ def _common(p, model_required: bool) -> None:
     p.add_argument("--runs", metavar="DIR", help="runs folder (default: $INTERP_HARNESS_RUNS or ./runs)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--model-dtype", default="float32", help="dtype to run the model in: float32, bfloat16, float16")
-    p.add_argument("--context-length", type=int, default=128)
+    p.add_argument("--context-length", type=positive_int, default=128)
 
 
 def _register_train(sub) -> None:
@@ -48,35 +49,37 @@ def _register_train(sub) -> None:
     _common(p, model_required=False)
     p.add_argument("--hook", required=True, help="hook name, e.g. blocks.9.hook_resid_post")
     p.add_argument("--arch", default="topk", choices=ARCHS)
-    p.add_argument("--d-sae", type=int, required=True, help="number of features")
-    p.add_argument("--k", type=int, default=None, 
+    p.add_argument("--d-sae", type=positive_int, required=True, help="number of features")
+    p.add_argument("--k", type=positive_int, default=None, 
                    help="active features per token (top-k family; matching pursuit's cap)")
     p.add_argument("--sparsity", type=float, default=None, help="L1 (standard, gated) or L0 (jumprelu) coefficient")
-    p.add_argument("--tokens", type=_tokens, required=True, help="training tokens (1M, 500k, 2e6 ok)")
+    p.add_argument("--tokens", type=token_count, required=True, help="training tokens (1M, 500k, 2e6 ok)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--corpus", help="train on the fly over this corpus: 'stdlib-docs', a file or folder, "
                                       "hf:OWNER/NAME")
     src.add_argument("--from-cache", metavar="CACHE", help="train from a `harness cache` run (name or folder)")
-    p.add_argument("--out", metavar="RUN", help="run name (under --runs) or folder path")
-    p.add_argument("--batch-tokens", type=int, default=4096)
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--name", help="run name in the runs folder (as every command that writes a run takes)")
+    where.add_argument("--out", metavar="RUN|DIR", help="the same as --name, or a folder path")
+    p.add_argument("--batch-tokens", type=positive_int, default=4096)
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr-warm-up-steps", type=int, default=0)
-    p.add_argument("--skip-positions", type=int, default=1,
+    p.add_argument("--lr-warm-up-steps", type=nonnegative_int, default=0)
+    p.add_argument("--skip-positions", type=nonnegative_int, default=1,
                    help="leave the first N positions of each context out (attention sinks; default 1)")
     p.add_argument("--keep-special-tokens", action="store_true",
                    help="train on BOS/EOS/PAD positions too (left out by default, as SAELens's exclude_special_tokens)")
-    p.add_argument("--norm-ratio", type=float, default=10.0,
+    p.add_argument("--norm-ratio", type=positive_float, default=10.0,
                    help="leave out tokens whose activation norm is above this many times the median (default 10; "
                         "0: keep them)")
-    p.add_argument("--max-norm", type=float, default=None,
+    p.add_argument("--max-norm", type=positive_float, default=None,
                    help="leave out activations with a larger L2 norm (an absolute threshold instead of --norm-ratio)")
-    p.add_argument("--checkpoint-every", type=int, default=None,
+    p.add_argument("--checkpoint-every", type=positive_int, default=None,
                    help="steps between resumable checkpoints when training from a cache (default: a tenth)")
     p.add_argument("--autocast", action="store_true",
                    help="train the SAE under bfloat16 autocast (faster on CPUs with bf16)")
-    p.add_argument("--log-every", type=int, default=50, help="print loss, L0 and explained variance every N steps")
-    p.add_argument("--eval-tokens", type=_tokens, default=0,
+    p.add_argument("--log-every", type=positive_int, default=50, help="print loss, L0 and explained variance every N steps")
+    p.add_argument("--eval-tokens", type=token_count_or_zero, default=0,
                    help="after training, evaluate on this many held-out tokens")
     p.add_argument("--eval-corpus", help="corpus for that evaluation (default: --corpus, or the cache's corpus)")
     p.add_argument("--eval-model", help="model for that evaluation when training from a cache (default --model)")
@@ -90,8 +93,8 @@ def _register_eval(sub) -> None:
     p.add_argument("--sae", required=True, help="SAE run (name or folder) or a SAELens SAE folder")
     p.add_argument("--hook", help="default: the hook recorded in the SAE")
     p.add_argument("--corpus", default="stdlib-docs")
-    p.add_argument("--tokens", type=_tokens, default=8192)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--tokens", type=token_count, default=8192)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--all-positions", action="store_true",
                    help="evaluate on every position, sinks and outliers included (not what the SAE was trained for)")
     p.set_defaults(func=cmd_eval)
@@ -104,9 +107,9 @@ def _register_features(sub) -> None:
     p.add_argument("--sae", required=True, help="SAE run (name or folder)")
     p.add_argument("--hook", help="default: the hook recorded in the SAE")
     p.add_argument("--corpus", default="stdlib-docs")
-    p.add_argument("--tokens", type=_tokens, default=20_000)
+    p.add_argument("--tokens", type=token_count, default=20_000)
     p.add_argument("--features", default="10", help="N (the N most active) or a comma-separated list of indices")
-    p.add_argument("--top-k", type=int, default=8, help="top contexts per feature")
+    p.add_argument("--top-k", type=positive_int, default=8, help="top contexts per feature")
     p.set_defaults(func=cmd_features)
 
 
@@ -119,6 +122,12 @@ def _load(args, name=None):
     from harness.caching.writer import parse_dtype
 
     return harness.load(name or args.model, device=args.device, dtype=parse_dtype(args.model_dtype))
+
+
+def _checked_name(name: str | None) -> str | None:
+    from harness.runs import check_name
+
+    return None if name is None else check_name(name)  # --name is a name, never a path
 
 
 def cmd_train(args) -> int:
@@ -136,7 +145,7 @@ def cmd_train(args) -> int:
         cache = CachedActivations(cache)  # fail on a bad cache before anything slow
     model = _load(args) if args.model else None
     result = train_sae(model, args.hook, arch=args.arch, d_sae=args.d_sae, k=args.k, sparsity=args.sparsity,
-                       tokens=args.tokens, corpus=args.corpus, cache=cache, out=args.out, runs=args.runs,
+                       tokens=args.tokens, corpus=args.corpus, cache=cache, out=args.out or _checked_name(args.name), runs=args.runs,
                        batch_tokens=args.batch_tokens, lr=args.lr, context_length=args.context_length,
                        seed=args.seed, lr_warm_up_steps=args.lr_warm_up_steps, autocast=args.autocast,
                        skip_positions=args.skip_positions, exclude_special=not args.keep_special_tokens,

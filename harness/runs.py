@@ -395,8 +395,9 @@ class Run:
 
     def resume(self) -> "Run":
         """Mark an unfinished run as running again, counting the resumes."""
-        self.manifest.update(status="running", error=None, resumed=int(self.manifest.get("resumed") or 0) + 1,
-                             **process_identity())
+        self.manifest.pop("error", None)
+        self.manifest.update(status="running", finished=None,
+                             resumed=int(self.manifest.get("resumed") or 0) + 1, **process_identity())
         self._started = time.perf_counter()
         self.save_manifest()
         return self

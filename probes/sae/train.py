@@ -183,7 +183,7 @@ def _excluded_note(counts: dict, ex: Exclusion) -> str:
 
 def _open_run(out, runs, config: dict, seed: int, command: str | None):
     """(run, resumed): a new run, or the unfinished run of the same name and settings reopened."""
-    from harness.runs import RunStore, check_name, dumps, now_iso
+    from harness.runs import RunStore, dumps, now_iso
 
     if out is None:
         return RunStore(runs).create("sae", config=config, seed=seed, command=command), False
@@ -193,7 +193,7 @@ def _open_run(out, runs, config: dict, seed: int, command: str | None):
         store, name = RunStore(path.parent), path.name
     else:
         store, name = RunStore(runs), text
-    folder = store.root / check_name(name)
+    folder = store.path_of(name)  # a name only: never outside the runs folder, symlinks resolved
     if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()  # a job killed between making the folder and writing its manifest
     if not folder.exists():
@@ -218,10 +218,7 @@ def _open_run(out, runs, config: dict, seed: int, command: str | None):
                        "rerun its own command to resume it, or pick another --out")
     manifest.setdefault("resumes", []).append({"at": now_iso(), "previous_status": manifest.get("status"),
                                                "previous_error": manifest.get("error")})
-    manifest["status"], manifest["finished"] = "running", None
-    manifest.pop("error", None)
-    run.save_manifest()
-    return run, True
+    return run.resume(), True
 
 
 def _store(run, folder: Path) -> None:

@@ -233,7 +233,7 @@ def test_resume_marks_an_unfinished_run_running_and_refuses_others(store):
     run = store.create("eval", name="e")
     run.finish("failed", error="killed")
     again = store.resume("e", "eval")
-    assert again.status == "running" and again.manifest["resumed"] == 1 and again.manifest["error"] is None
+    assert again.status == "running" and again.manifest["resumed"] == 1 and again.manifest.get("error") is None
     again.finish()
     with pytest.raises(RunError, match="already complete"):
         store.resume("e", "eval")
