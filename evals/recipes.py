@@ -42,7 +42,7 @@ def run_recipe(recipe: str | RecipeSpec, *, steps: int | None = None, cache_dir=
 
 def _finished_run(runs_dir, name: str, aligned):
     """The complete eval run called `name`, if there is one and it evaluated these aligned weights."""
-    from harness.loading import weights_fingerprint
+    from harness.identity import weights_sha256
 
     store = RunStore(runs_dir)
     if not store.path_of(name).is_dir():
@@ -51,7 +51,7 @@ def _finished_run(runs_dir, name: str, aligned):
     if run.status != "complete":
         return None  # run_eval resumes it
     evaluated = (run.manifest.get("models") or {}).get("aligned", {}).get("weights_sha256")
-    if evaluated != weights_fingerprint(aligned):
+    if evaluated != weights_sha256(aligned):
         raise ConfigError(f"eval run {name!r} in {store.root} evaluated other aligned weights than this checkpoint; "
                           "pass another run name (--name) or remove that run")
     return run

@@ -170,7 +170,7 @@ def from_state_dict(hf_config, state_dict, tokenizer=None, device="cpu", dtype=t
         model.unembed.weight = model.embed.weight
     _rebuild_buffers(model)
     model.setup()  # re-index modules after the weights were assigned
-    model.identity["weights_sha256"] = None  # computed on demand by weights_fingerprint
+    model.identity["weights_sha256"] = None  # computed when a run records it (harness.identity)
     model.hf_layout = HFLayout(copy.deepcopy(hf_config), renamed)
     return model.to(device).eval()
 
@@ -183,10 +183,3 @@ def _rebuild_buffers(model: HookedLM) -> None:
         theta = cfg.rope_theta_sliding if sliding else cfg.rope_theta
         scaling = cfg.rope_scaling_sliding if sliding else cfg.rope_scaling
         rotary.inv_freq, rotary.attention_factor = rope_inv_freq(cfg.rotary_dim or cfg.d_head, theta, scaling)
-
-
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """The weights hash every run records (harness.identity.weights_sha256)."""
-    from harness.identity import weights_sha256
-
-    return weights_sha256(model)
