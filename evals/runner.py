@@ -251,9 +251,7 @@ def _share_chat_template(run: Run, models: dict, loaded: dict, device: str, cons
         tokenizer.chat_template = template
         note = (f"{label} has no chat template; it was given {donor}'s (same vocabulary), so chat tasks prompt "
                 f"every model alike (--chat-template as-shipped to turn this off)")
-        if note not in run.manifest.get("notes", []):  # a resumed run has said it already
-            run.manifest["notes"] = [*run.manifest.get("notes", []), note]
-            run.save_manifest()
+        run.add_note(note)  # once: a resumed run has said it already
         _say(console, f"note: {note}")
 
 
@@ -268,8 +266,7 @@ def _warn_mixed_templates(run: Run, loaded: dict, suite: Suite, console) -> None
         without = ", ".join(label for label, yes in has.items() if not yes)
         warning = (f"{without} has no chat template while the others do, so chat tasks prompt them differently; "
                    "pass --chat-template (e.g. gemma-turns) to prompt every model alike")
-        run.manifest["warnings"] = [*run.manifest.get("warnings", []), warning]
-        run.save_manifest()
+        run.add_warning(warning)
         _say(console, f"[yellow]warning: {warning}[/]")
 
 
