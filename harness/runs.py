@@ -337,6 +337,17 @@ class Run:
         text = dumps(self.manifest) + "\n"
         atomic_write(self.path / MANIFEST, lambda f: f.write(text.encode("utf-8")))
 
+    def add_artifacts(self, rels: Iterable[str], format: str) -> None:
+        """Record files a job wrote into the folder itself (atomically, e.g. shards written by a
+        pool of writers), in one manifest write; each must exist."""
+        entries = {}
+        for rel in rels:
+            target = self.resolve(rel)
+            entries[target.relative_to(self.path.resolve()).as_posix()] = target.stat().st_size
+        arts = [a for a in self.manifest.setdefault("artifacts", []) if a["path"] not in entries]
+        self.manifest["artifacts"] = arts + [{"path": k, "format": format, "bytes": n} for k, n in entries.items()]
+        self.save_manifest()
+
     def _add_artifact(self, target: Path, format: str) -> None:
         rel = target.relative_to(self.path.resolve()).as_posix()
         entry = {"path": rel, "format": format, "bytes": target.stat().st_size}
@@ -469,19 +480,7 @@ class RunStore:
                 path.mkdir()
             except FileExistsError:
                 raise RunError(f"a run named {name!r} already exists in {self.root}; pick another --name") from None
-        if isinstance(command, (list, tuple)):
-            command = " ".join(str(c) for c in command)
-        manifest = {
-            "manifest_version": MANIFEST_VERSION,
-            "kind": kind, "name": path.name, "created": now_iso(), "finished": None,
-            "command": command, "models": {}, "config": config or {}, "seed": seed,
-            "versions": versions(), "compute": compute_settings(), "timings": {}, "status": "running", **process_identity(),
-            "metrics": {},
-            "artifacts": [],
-        }
-        run = Run(path, json.loads(dumps(manifest)))  # round trip: what is kept is what is saved
-        run.save_manifest()
-        return run
+        return _start(path, kind, command, config, seed)
 
     def _fresh(self, base: str) -> Path:
         # Default names carry a timestamp; two runs in the same second get -2, -3, ...
@@ -528,6 +527,65 @@ class RunStore:
                                  failure=m.get("error"), manifest=m))
         infos.sort(key=lambda i: (i.created or "", i.name), reverse=True)
         return infos
+
+
+def _start(path: Path, kind: str, command, config: dict | None, seed: int | None, models: dict | None = None) -> Run:
+    """Write the first manifest of a new run in the (existing, empty) folder `path`."""
+    if isinstance(command, (list, tuple)):
+        command = " ".join(str(c) for c in command)
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "kind": kind, "name": path.name, "created": now_iso(), "finished": None,
+        "command": command, "models": dict(models or {}), "config": config or {}, "seed": seed,
+        "versions": versions(), "compute": compute_settings(), "timings": {}, "status": "running", **process_identity(),
+        "metrics": {},
+        "artifacts": [],
+    }
+    run = Run(path, json.loads(dumps(manifest)))  # round trip: what is kept is what is saved
+    run.save_manifest()
+    return run
+
+
+def claim_run_folder(folder: str | os.PathLike, kind: str, config: dict, command: str | list | None = None,
+                     models: dict | None = None, seed: int | None = None) -> Run:
+    """The run folder of a resumable job: created (with its manifest) when new or empty, reopened
+    when it holds the same job (`kind` and `config` equal, as saved) - marked running again unless
+    it is complete. A folder holding a different job, another kind of run, or other files is
+    refused with a RunError naming what differs: resuming into it would mix two jobs' results."""
+    check_name(kind, "run kind")
+    folder = Path(folder)
+    config = json.loads(dumps(config))  # compare what would be saved
+    if folder.exists() and not folder.is_dir():
+        raise RunError(f"--out {folder} is a file, not a folder")
+    path = folder / MANIFEST
+    if not path.is_file():
+        if folder.exists() and any(not p.name.startswith(".") for p in folder.iterdir()):
+            raise RunError(f"{folder} is not empty and holds no {kind} manifest; choose an empty or new --out")
+        folder.mkdir(parents=True, exist_ok=True)
+        return _start(folder, kind, command, config, seed, models)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise RunError(f"{path}: unreadable manifest ({type(e).__name__}); it is not a {kind} run this job can resume") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != kind or manifest.get("config") != config:
+        same_kind = isinstance(manifest, dict) and manifest.get("kind") == kind
+        diff = (config_differences(manifest.get("config") or {}, config) or ["?"]) if same_kind else ["kind"]
+        raise RunError(f"{folder} holds a different {kind} job (differs in: {', '.join(diff)}); "
+                       "use another --out, or delete that folder to start over")
+    run = Run(folder, manifest)
+    return run if run.status == "complete" else run.resume()
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two (nested) configs."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}")
+    return out
 
 
 # Fields a listing reads, with the types a valid manifest gives them (None is allowed for each).

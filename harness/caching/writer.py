@@ -5,12 +5,9 @@ Layout of the output folder (see shards.py, manifest.py):
     shard_00000.safetensors     contexts [0, S): one tensor per hook + token_ids (int32)
     shard_00001.safetensors     contexts [S, 2S) ...
 
-The shard layout is a pure function of the job (context stream, shard size, batch size), so:
-- resuming skips the shards already on disk and recomputes the rest with the same batches,
-  giving the same bytes as an uninterrupted run;
-- under torchrun, rank r computes shards r, r+W, ... into the same folder, giving the same
-  files as one process.
-Memory holds one shard being filled and one being written, whatever n_tokens is.
+The shard layout is a pure function of the job (context stream, shard size, batch size), so
+resuming gives the same bytes as an uninterrupted run and torchrun ranks the same files as one
+process (the loop itself is job.py's, shared with the paired cache).
 """
 
 from __future__ import annotations
@@ -18,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +23,10 @@ import torch
 from harness.caching import manifest as mf
 from harness.caching.distributed import Ranks
 from harness.caching.hooks import resolve_hooks, stop_layer
-from harness.caching.shards import disk_full_is_an_error, remove_partial, shard_name, write_shard
+from harness.caching.job import run_sharded_job
 from harness.data.corpus import CorpusError, load_corpus
 from harness.data.packing import pack, prefetch, resolve_prepend_bos
-from harness.errors import HarnessError, RunError
+from harness.errors import HarnessError
 
 FORMAT = 1
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -131,98 +126,9 @@ def cache_activations(model, hooks, corpus, n_tokens: int, out_dir, *, context_l
            "shuffle_buffer": shuffle_buffer,
            "stop_at_layer": stop}
 
-    # Rank 0 checks and claims the folder; every rank learns the outcome, so none waits forever.
-    error = None
-    if ranks.is_main:
-        try:
-            with disk_full_is_an_error(out, "manifest.json"):
-                mf.claim_folder(out, job, command)
-            remove_partial(out)  # temporaries of a killed run; ranks only write after the barrier below
-        except RunError as e:
-            error = str(e)
-    error = ranks.broadcast(error)
-    if error:
-        raise RunError(error)
-
-    n_shards = math.ceil(n_contexts / shard_contexts)
-    todo = [s for s in range(n_shards) if ranks.mine(s) and not (out / shard_name(s)).exists()]
-    started = time.perf_counter()
-    try:
-        computed = _run(model, names, stop, dtype, batch_size, contexts, n_contexts, shard_contexts, n_shards,
-                        set(todo), out, corpus.name, split, context_length, progress and ranks.is_main)
-    except BaseException as err:
-        if ranks.is_main:
-            _mark_ended(out, err)
-        raise
-    elapsed = time.perf_counter() - started
-    ranks.barrier()
-    if ranks.is_main:
-        with disk_full_is_an_error(out, "manifest.json"):
-            _finish(out, n_shards, computed * context_length, elapsed, ranks.world)
-    ranks.barrier()
-    return out
-
-
-def _run(model, names, stop, dtype, batch_size, contexts, n_contexts, shard_contexts, n_shards, todo, out,
-         corpus_name, split, context_length, progress) -> int:
-    """Compute and write the shards in `todo`; returns how many contexts were computed here."""
-    from tqdm.auto import tqdm
-
-    total = sum(min(shard_contexts, n_contexts - s * shard_contexts) for s in todo) * context_length
-    bar = tqdm(total=total, unit="tok", unit_scale=True, desc="caching", disable=not progress, dynamic_ncols=True)
-    computed = 0
-    # One background writer: the next shard is computed while the last one goes to disk.
-    # The bar closes however the job ends, so an error line starts on a line of its own.
-    with bar, ThreadPoolExecutor(max_workers=1) as pool:
-        pending = None
-        for s in range(n_shards):
-            count = min(shard_contexts, n_contexts - s * shard_contexts)
-            block = list(itertools.islice(contexts, count))  # every rank walks the same stream
-            if len(block) < count:
-                have = s * shard_contexts + len(block)
-                raise CorpusError(f"corpus {corpus_name!r} ({split} split) gives only {have} contexts of "
-                                  f"{context_length} tokens; ask for at most {have * context_length} tokens "
-                                  "(and delete this --out folder or use a new one)")
-            if s not in todo:
-                continue
-            tokens = torch.from_numpy(np.stack(block))
-            acts = _forward(model, tokens, names, stop, batch_size, dtype)
-            if pending is not None:
-                pending.result()  # at most one shard waits for the disk: memory stays bounded
-            pending = pool.submit(write_shard, out, s, {**acts, "token_ids": tokens})
-            computed += count
-            bar.update(count * context_length)
-        if pending is not None:
-            pending.result()
-    return computed
-
-
-def _mark_ended(out: Path, err: BaseException) -> None:
-    """Say in the manifest how the job ended (the finished shards stay; the same command resumes).
-    Best effort: when the folder itself became unwritable, the job's own error is the one to show."""
-    try:
-        manifest = mf.read_manifest(out)
-        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-        manifest.update(status=status, finished=mf.now_iso(),
-                        error=(f"{type(err).__name__}: {err}".splitlines() or [""])[0])
-        mf.write_manifest(out, manifest)
-    except (OSError, RunError):
-        pass
-
-
-def _finish(out: Path, n_shards: int, tokens_here: int, elapsed: float, world: int) -> None:
-    missing = [shard_name(s) for s in range(n_shards) if not (out / shard_name(s)).exists()]
-    if missing:
-        raise RunError(f"{out}: {len(missing)} shards missing after the run (first: {missing[0]}); run the same command again to finish")
-    manifest = mf.read_manifest(out)
-    if manifest["status"] == "complete" and not tokens_here:
-        return  # a finished cache run again: nothing changed, keep its record as it was
-    manifest["status"] = "complete"
-    manifest["finished"] = mf.now_iso()
-    manifest["artifacts"] = [{"path": shard_name(s), "format": "safetensors",
-                              "bytes": (out / shard_name(s)).stat().st_size} for s in range(n_shards)]
-    manifest.setdefault("timings", {})["last_session"] = round(elapsed, 4)
-    # Rank 0 alone: the whole job ran about world_size times faster (ranks get equal shard counts, give or take one).
-    rate = tokens_here / elapsed if elapsed > 0 and tokens_here else None
-    manifest.setdefault("metrics", {}).update({"tokens_per_s_rank0": rate, "world_size": world})
-    mf.write_manifest(out, manifest)
+    ran_out = lambda have: CorpusError(  # noqa: E731
+        f"corpus {corpus.name!r} ({split} split) gives only {have} contexts of {context_length} tokens; "
+        f"ask for at most {have * context_length} tokens (and delete this --out folder or use a new one)")
+    compute = lambda tokens, first: _forward(model, tokens, names, stop, batch_size, dtype)  # noqa: E731
+    return run_sharded_job(out, mf.KIND, job, {job["model"]["name"]: job["model"]}, contexts, compute,
+                           command=command, progress=progress and ranks.is_main, ran_out=ran_out)
