@@ -1,4 +1,6 @@
-"""The `harness` command line: one argparse subcommand per job.
+"""The `harness` command line: one module per command group in this package, named as the command
+(`harness sae ...` is apps/cli/sae.py; `demo` is the main job, `look` its last stage on its own);
+options every command shares are declared once, in options.py.
 
 Adding a subcommand: write a module with `register(subparsers)` that adds its parser and sets
 `func=<function(args) -> int>`, then add the module's name to COMMAND_MODULES. Modules are
@@ -23,19 +25,21 @@ import traceback
 
 # One line per subcommand module (see the module docstring).
 COMMAND_MODULES = [
-    "apps.main_job",
-    "apps.demo",
-    "apps.cache_cmd",
-    "apps.organism_cmd",
-    "apps.recipe_cmd",
-    "apps.eval_cmd",
-    "apps.probe_cmd",
-    "apps.steer_cmd",
-    "apps.diff_cmd",
-    "apps.crosscoder_cmd",
-    "apps.circuits_cmd",
-    "apps.sae_cmd",
-    "apps.app_cmd",
+    "apps.cli.models",
+    "apps.cli.runs",
+    "apps.cli.demo",
+    "apps.cli.look",
+    "apps.cli.cache",
+    "apps.cli.organism",
+    "apps.cli.recipe",
+    "apps.cli.eval",
+    "apps.cli.probe",
+    "apps.cli.steer",
+    "apps.cli.diff",
+    "apps.cli.crosscoder",
+    "apps.cli.circuits",
+    "apps.cli.sae",
+    "apps.cli.app",
 ]
 
 
@@ -53,71 +57,6 @@ def fail(message: str, status: int = 2):
     sys.exit(status)
 
 
-# -- built-in subcommands ----------------------------------------------------------------------
-
-def register_models(subparsers) -> None:
-    p = subparsers.add_parser("models", help="list the model zoo", description="List the model zoo.")
-    p.set_defaults(func=cmd_models)
-
-
-def cmd_models(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from harness import zoo
-
-    table = Table(title="model zoo")
-    for col in ("name", "family", "description", "package", "installed", "converted"):
-        table.add_column(col, overflow="fold", no_wrap=col == "name")
-    for m in zoo.list_models():
-        row = [_field(m, k) for k in ("name", "family", "description", "package", "installed", "converted")]
-        table.add_row(*[_cell(v) for v in row])
-    Console().print(table)
-    return 0
-
-
-def register_runs(subparsers) -> None:
-    p = subparsers.add_parser("runs", help="list the runs", description="List the runs in the runs folder.")
-    p.add_argument("--runs", metavar="DIR", help="runs folder (default: $INTERP_HARNESS_RUNS or ./runs)")
-    p.set_defaults(func=cmd_runs)
-
-
-def cmd_runs(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from harness.runs import RunStore
-
-    store = RunStore(args.runs)
-    infos = store.list()
-    console = Console()
-    if not infos:
-        console.print(f"no runs in {store.root}")
-        return 0
-    table = Table(title=f"runs in {store.root}")
-    for col in ("name", "kind", "created", "status", "models", "note"):
-        table.add_column(col, overflow="fold", no_wrap=col == "name")
-    for i in infos:
-        note = i.error or i.failure or ""
-        status = f"[red]{i.status or 'unreadable'}[/]" if (i.error or i.status == "failed") else (i.status or "")
-        created = (i.created or "")[:19].replace("T", " ")  # ISO UTC, shown to the second
-        table.add_row(i.name, i.kind or "", created, status, ", ".join(i.models), note)
-    console.print(table)
-    return 0
-
-
-def _field(entry, key: str):
-    return entry.get(key) if isinstance(entry, dict) else getattr(entry, key, None)
-
-
-def _cell(value) -> str:
-    if value is True:
-        return "[green]yes[/]"
-    if value is False:
-        return "no"
-    return "" if value is None else str(value)
-
-
 # -- entry point -------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,8 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="harness", description="Interpretability and evaluation harness for language models.")
     parser.add_argument("--version", action="version", version=f"harness {versions()['harness'] or 'unknown'}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    register_models(sub)
-    register_runs(sub)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser

@@ -17,11 +17,11 @@ import socket
 import sys
 from pathlib import Path
 
-from apps.options import port
+from apps.cli.options import add_runs, port
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
 
-APP = Path(__file__).resolve().parent / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 ROOT = APP.parents[2]
 
 
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("app", help="serve the dashboard (Streamlit) on 127.0.0.1",
                               description="Serve the Streamlit dashboard to explore runs, activations, "
                               "features, circuits and model comparisons.")
-    p.add_argument("--runs", metavar="DIR", help="runs folder (default: $INTERP_HARNESS_RUNS or ./runs)")
+    add_runs(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=port, default=8501, help="port (default: 8501)")
     p.add_argument("--any-model", action="store_true",

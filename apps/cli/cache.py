@@ -11,12 +11,10 @@ run name or an explicit folder path.
 
 from __future__ import annotations
 
-import os
-import shlex
-import sys
-from pathlib import Path
-
-from apps.options import fraction, positive_float, positive_int, token_count
+from apps.cli.options import (
+    add_run_name, add_runs, command_line, fraction, out_folder, positive_float, positive_int,
+    token_count,
+)
 
 
 def register(subparsers) -> None:
@@ -29,9 +27,9 @@ def register(subparsers) -> None:
                    help="'stdlib-docs', a .txt/.jsonl/.parquet file or folder, or hf:OWNER/NAME")
     p.add_argument("--tokens", required=True, type=token_count, help="how many tokens to cache (1e6, 2M, 500k ok)")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--name", help="run name in the runs folder (as every command that writes a run takes)")
+    add_run_name(where, help="run name in the runs folder (as every command that writes a run takes)")
     where.add_argument("--out", metavar="RUN|DIR", help="the same as --name, or a folder path for a cache outside the runs folder")
-    p.add_argument("--runs", metavar="DIR", help="runs folder for a run name (default: $INTERP_HARNESS_RUNS or ./runs)")
+    add_runs(p, "runs folder for a run name (default: $INTERP_HARNESS_RUNS or ./runs)")
     p.add_argument("--context-length", type=positive_int, default=128)
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--dtype", default="float32", help="dtype of the stored activations: float32, float16, bfloat16")
@@ -48,16 +46,6 @@ def register(subparsers) -> None:
     p.add_argument("--shard-contexts", type=positive_int, default=None, help="contexts per shard (overrides --shard-mb)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_cache)
-
-
-def out_folder(out: str, runs: str | None) -> Path:
-    """A bare name is a run in the runs folder (it cannot leave it); anything with a separator
-    is a folder path the user chose."""
-    if os.sep in out or "/" in out or out.startswith("."):
-        return Path(out).expanduser()
-    from harness.runs import RunStore
-
-    return RunStore(runs).path_of(out)
 
 
 def cmd_cache(args) -> int:
@@ -81,7 +69,7 @@ def cmd_cache(args) -> int:
         context_length=args.context_length, batch_size=args.batch_size, dtype=args.dtype, seed=args.seed,
         prepend_bos=args.prepend_bos, split=args.split, heldout_fraction=args.heldout_fraction,
         shard_mb=args.shard_mb, shard_contexts=args.shard_contexts, progress=not args.no_progress,
-        command=" ".join(shlex.quote(a) for a in ["harness"] + sys.argv[1:]))
+        command=command_line())
     if ranks.is_main:
         print(out)
     if ranks.world > 1 and torch.distributed.is_initialized():

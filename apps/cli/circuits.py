@@ -11,10 +11,7 @@ correlations) and figures/*.json (plotly figures, plotly.io.from_json reads them
 
 from __future__ import annotations
 
-import shlex
-import sys
-
-from apps.options import positive_int
+from apps.cli.options import add_run_name, add_runs, command_line, positive_int
 
 ANALYSES = ("heads", "patch", "lens", "ablate")
 SWEEPS = ("heads", "heads_by_pos", "resid_pre", "attn_out", "mlp_out", "experts")
@@ -35,8 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=None, help="patched runs per forward (default: ~32 rows)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
-    p.add_argument("--name", default=None, help="run name (default: circuits-<time>)")
-    p.add_argument("--runs", metavar="DIR", help="runs folder (default: $INTERP_HARNESS_RUNS or ./runs)")
+    add_run_name(p, default=None, help="run name (default: circuits-<time>)")
+    add_runs(p)
     p.set_defaults(func=cmd_circuits)
 
 
@@ -53,7 +50,7 @@ def cmd_circuits(args) -> int:
         store.check_available(args.name)
     model = harness.load(args.model).eval()
     config = {k: getattr(args, k) for k in ("analysis", "model", "task", "sweep", "attribution", "method", "n", "seed")}
-    command = " ".join(shlex.quote(a) for a in ["harness"] + sys.argv[1:])
+    command = command_line()
     with store.create("circuits", name=args.name, command=command, config=config, seed=args.seed) as run:
         run.add_model(args.model, model)
         with run.timer(args.analysis):

@@ -11,7 +11,8 @@ the same --state folder and it continues from the last saved step.
 
 from __future__ import annotations
 
-from apps.probe_cmd import command_line
+from apps.cli.options import add_run_name, add_runs, command_line
+
 
 
 def _common(p) -> None:
@@ -21,8 +22,8 @@ def _common(p) -> None:
     p.add_argument("--n-texts", type=int, default=64, help="unrelated stdlib-docs texts mixed in")
     p.add_argument("--context", type=int, default=64, help="tokens per context")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--runs", metavar="DIR", help="runs folder (default: $INTERP_HARNESS_RUNS or ./runs)")
-    p.add_argument("--name", help="run name (default: kind and time)")
+    add_runs(p)
+    add_run_name(p, help="run name (default: kind and time)")
 
 
 def register(subparsers) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 
-from apps.options import positive_int
+from apps.cli.options import add_run_name, add_runs, command_line, positive_int
 from harness.errors import HarnessError
 
 DEFAULT_ORGANISM = "tiny-refusal"
@@ -38,8 +38,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "demo", help="the main job: evaluate and diff the default base/aligned pair, then look at the zoo models",
         description=__doc__.split("\n\n")[0] + " Stages: organism pair, evaluation, diff, zoo look.")
-    p.add_argument("--runs", metavar="DIR", help="runs folder (default: $INTERP_HARNESS_RUNS or ./runs)")
-    p.add_argument("--name", help="prefix of the run names (default: demo-<timestamp>)")
+    add_runs(p)
+    add_run_name(p, help="prefix of the run names (default: demo-<timestamp>)")
     p.add_argument("--organism", default=DEFAULT_ORGANISM, help=f"the base/aligned pair (default: {DEFAULT_ORGANISM})")
     p.add_argument("--suite", default="default", help="evaluation suite (default: default)")
     p.add_argument("--limit", type=positive_int, help="at most N items per task")
@@ -51,8 +51,6 @@ def register(subparsers) -> None:
 
 
 def main(args) -> int:
-    import shlex
-    import sys
 
     from rich.console import Console
 
@@ -61,7 +59,7 @@ def main(args) -> int:
     runs = run_main_job(
         runs_dir=args.runs, prefix=args.name, organism=args.organism, suite=args.suite, limit=args.limit,
         zoo_models=None if args.skip_zoo else (models or "installed"), max_new_tokens=args.max_new_tokens,
-        device=args.device, command=shlex.join(["harness", *sys.argv[1:]]), console=console,
+        device=args.device, command=command_line(), console=console,
     )
     console.print("[bold green]main job complete[/]; open the runs with `harness app`:")
     for stage, run in runs.items():
@@ -94,16 +92,16 @@ def run_main_job(runs_dir=None, prefix: str | None = None, organism: str = DEFAU
     say(f"[3/{len(stages) + 1}] model diff, scored against the organism's ground truth: {', '.join(METHODS)}")
     runs.update(_diff(pair, store, prefix, command, say))
     if zoo_list:
-        from apps.demo import run_demo
+        from apps.cli.look import run_look
 
         say(f"[4/{len(stages) + 1}] a look inside the zoo models: {', '.join(zoo_list)}")
-        runs["zoo"] = run_demo(zoo_list, store=store, name=f"{prefix}-zoo", max_new_tokens=max_new_tokens,
+        runs["zoo"] = run_look(zoo_list, store=store, name=f"{prefix}-zoo", max_new_tokens=max_new_tokens,
                                device=device, command=command)
     return runs
 
 
 def _zoo_models(requested) -> list[str]:
-    from apps.demo import DEFAULT_MODELS
+    from apps.cli.look import DEFAULT_MODELS
     from harness import zoo
 
     if requested == "installed":

@@ -17,9 +17,11 @@ takes its models as required flags, and a positional action beside them would ma
 
 from __future__ import annotations
 
+from apps.cli.options import add_runs, command_line
+
 from pathlib import Path
 
-from apps.probe_cmd import add_common, chat_flag, command_line
+from apps.cli.probe import add_common, chat_flag
 
 
 def register(subparsers) -> None:
@@ -53,7 +55,7 @@ def register(subparsers) -> None:
     s.add_argument("run", help="a diff run (name or path) holding findings.json")
     s.add_argument("--truth", help="model whose checkpoint records the ground truth (default: the run's --aligned)")
     s.add_argument("--k", type=int, default=20, help="top-k tokens searched for the implanted ones")
-    s.add_argument("--runs", metavar="DIR", help="runs folder (default: $INTERP_HARNESS_RUNS or ./runs)")
+    add_runs(s)
     s.set_defaults(func=cmd_score)
 
 

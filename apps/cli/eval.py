@@ -11,8 +11,9 @@ an interrupted run.
 
 from __future__ import annotations
 
+from apps.cli.options import add_run_name, add_runs, command_line
+
 import re
-import shlex
 import sys
 
 
@@ -26,8 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--suite", default="default",
                    help="default, capability, alignment, full; comma-separated task names; or a folder of task YAMLs")
     p.add_argument("--limit", type=int, default=None, help="at most N items per task")
-    p.add_argument("--runs", metavar="DIR", help="runs folder (default: $INTERP_HARNESS_RUNS or ./runs)")
-    p.add_argument("--name", help="run name; an unfinished run of that name is resumed")
+    add_runs(p)
+    add_run_name(p, help="run name; an unfinished run of that name is resumed")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-kl", dest="kl", action="store_false", help="skip the next-token KL between models")
@@ -81,7 +82,7 @@ def cmd_eval(args) -> int:
           f"(device {args.device}, {threads} torch threads)", file=sys.stderr)
     try:
         run_eval(models, suite, runs_dir=args.runs, name=args.name, limit=args.limit, batch_size=args.batch_size,
-                 device=args.device, kl=args.kl, chat_template=args.chat_template, command=" ".join(["harness"] + [shlex.quote(a) for a in sys.argv[1:]]))
+                 device=args.device, kl=args.kl, chat_template=args.chat_template, command=command_line())
     finally:
         suite.cleanup()
     return 0

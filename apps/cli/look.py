@@ -8,7 +8,7 @@ cache the residual stream and a layer-0 attention pattern, and write everything 
     resid_norm.html                   plotly figure: residual-stream norm by layer, one line per model
                                       (one self-contained file: plotly.js is embedded for offline use)
 
-`run_demo` takes zoo names / paths (loaded with `harness.load`) or models already loaded
+`run_look` takes zoo names / paths (loaded with `harness.load`) or models already loaded
 (anything with the HookedTransformer API and a tokenizer), so tests can hand it a tiny model.
 Heavy imports (torch, harness.load, plotly) happen inside the functions: the CLI imports
 this module just to register the subcommand.
@@ -20,7 +20,7 @@ import re
 import time
 from typing import Any
 
-from apps.options import positive_int
+from apps.cli.options import add_run_name, add_runs, command_line, positive_int
 from harness.errors import HarnessError, ModelNotInstalledError  # light: harness/__init__ imports lazily
 
 DEFAULT_MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
@@ -38,8 +38,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("look", help="load the zoo models, generate, cache activations, write a run",
                               description="Load each model, generate greedily from a few prompts, cache "
                               "residual-stream activations and write everything to one run folder.")
-    p.add_argument("--runs", metavar="DIR", help="runs folder (default: $INTERP_HARNESS_RUNS or ./runs)")
-    p.add_argument("--name", help="run name (default: demo-<timestamp>)")
+    add_runs(p)
+    add_run_name(p, help="run name (default: demo-<timestamp>)")
     p.add_argument("--models", metavar="M1,M2", help=f"comma-separated models (default: the installed of {', '.join(DEFAULT_MODELS)})")
     p.add_argument("--max-new-tokens", type=positive_int, default=32, metavar="N", help="tokens to generate per prompt (default: 32)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -47,14 +47,12 @@ def register(subparsers) -> None:
 
 
 def main(args) -> int:
-    import shlex
-    import sys
 
     from rich.console import Console
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    run = run_demo(models, runs_dir=args.runs, name=args.name, max_new_tokens=args.max_new_tokens,
-                   device=args.device, command=shlex.join(["harness", *sys.argv[1:]]))
+    run = run_look(models, runs_dir=args.runs, name=args.name, max_new_tokens=args.max_new_tokens,
+                   device=args.device, command=command_line())
     console = Console()
     console.print(f"[bold green]run {run.name} complete[/]: {run.path}")
     for name, m in run.read_json("metrics.json").items():
@@ -65,7 +63,7 @@ def main(args) -> int:
 
 # -- the job ---------------------------------------------------------------------------------
 
-def run_demo(models: Any = None, *, runs_dir=None, store=None, name: str | None = None,
+def run_look(models: Any = None, *, runs_dir=None, store=None, name: str | None = None,
              prompts=PROMPTS, n_cache_prompts: int = N_CACHE_PROMPTS, max_new_tokens: int = 32,
              device: str = "cpu", seed: int = 0, chat: bool | None = None, command: str | None = None,
              show_progress: bool = True):

@@ -85,3 +85,37 @@ def token_count_or_zero(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more tokens, got {text!r}")
     return value
+
+
+# -- options every run-writing command shares (declared here once) ------------------------------
+
+RUNS_HELP = "runs folder (default: $INTERP_HARNESS_RUNS or ./runs)"
+
+
+def add_runs(parser, help: str = RUNS_HELP) -> None:
+    parser.add_argument("--runs", metavar="DIR", help=help)
+
+
+def add_run_name(parser, help: str = "run name (default: kind and time)", **kwargs) -> None:
+    parser.add_argument("--name", help=help, **kwargs)
+
+
+def command_line() -> str:
+    """The command as typed, recorded in each run's manifest."""
+    import shlex
+    import sys
+
+    return " ".join(["harness"] + [shlex.quote(a) for a in sys.argv[1:]])
+
+
+def out_folder(out: str, runs: str | None):
+    """`--out`: a bare name is a run in the runs folder (it cannot leave it); anything with a
+    separator is a folder path the user chose."""
+    import os
+    from pathlib import Path
+
+    if os.sep in out or "/" in out or out.startswith("."):
+        return Path(out).expanduser()
+    from harness.runs import RunStore
+
+    return RunStore(runs).path_of(out)

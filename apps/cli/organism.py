@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from apps.options import positive_int
+from apps.cli.options import positive_int
 
 
 def register(subparsers) -> None:

@@ -9,10 +9,7 @@ directions.jsonl.
 
 from __future__ import annotations
 
-import shlex
-import sys
-
-from apps.options import fraction, positive_int
+from apps.cli.options import add_run_name, add_runs, command_line, fraction, positive_int
 
 
 def add_common(p, model_flag: bool = True) -> None:
@@ -26,8 +23,8 @@ def add_common(p, model_flag: bool = True) -> None:
                         "prompt, or builtin:refusal-few-shot")
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--runs", metavar="DIR", help="runs folder (default: $INTERP_HARNESS_RUNS or ./runs)")
-    p.add_argument("--name", help="run name (default: kind and time)")
+    add_runs(p)
+    add_run_name(p, help="run name (default: kind and time)")
 
 
 def system_arg(text: str):
@@ -46,10 +43,6 @@ def system_arg(text: str):
 
 def chat_flag(value: str):
     return {"auto": "auto", "yes": True, "no": False}[value]
-
-
-def command_line() -> str:
-    return " ".join(["harness"] + [shlex.quote(a) for a in sys.argv[1:]])
 
 
 def parse_position(text: str):

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from apps.options import positive_int
+from apps.cli.options import add_run_name, add_runs, positive_int
 
 
 def register(subparsers) -> None:
@@ -24,8 +24,8 @@ def register(subparsers) -> None:
     r.add_argument("--out", metavar="DIR", help="checkpoint folder (default: <harness cache>/checkpoints/NAME)")
     r.add_argument("--no-eval", dest="evaluate", action="store_false", help="train and save only")
     r.add_argument("--eval-limit", type=positive_int, default=None, help="at most N items per eval task")
-    r.add_argument("--runs", metavar="DIR", help="runs folder for the eval (default: $INTERP_HARNESS_RUNS or ./runs)")
-    r.add_argument("--name", dest="run_name", help="eval run name (default: NAME-eval)")
+    add_runs(r, "runs folder for the eval (default: $INTERP_HARNESS_RUNS or ./runs)")
+    add_run_name(r, dest="run_name", help="eval run name (default: NAME-eval)")
     r.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     r.set_defaults(func=cmd_run)
     ls = sub.add_parser("list", help="list the recipes")

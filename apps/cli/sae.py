@@ -18,11 +18,10 @@ sets the threshold itself). Rerunning an interrupted `sae train` with the same a
 
 from __future__ import annotations
 
-import shlex
-import sys
-
-from apps.cache_cmd import out_folder
-from apps.options import nonnegative_int, positive_float, positive_int, token_count, token_count_or_zero
+from apps.cli.options import (
+    add_run_name, add_runs, command_line, nonnegative_int, out_folder, positive_float,
+    positive_int, token_count, token_count_or_zero,
+)
 
 ARCHS = ("standard", "gated", "topk", "abstopk", "jumprelu", "batchtopk", "matryoshka_batchtopk", "matching_pursuit")
 
@@ -38,7 +37,7 @@ def register(subparsers) -> None:
 
 def _common(p, model_required: bool) -> None:
     p.add_argument("--model", required=model_required, help="zoo name, model folder, .gguf file or HF id")
-    p.add_argument("--runs", metavar="DIR", help="runs folder (default: $INTERP_HARNESS_RUNS or ./runs)")
+    add_runs(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--model-dtype", default="float32", help="dtype to run the model in: float32, bfloat16, float16")
     p.add_argument("--context-length", type=positive_int, default=128)
@@ -59,7 +58,7 @@ def _register_train(sub) -> None:
                                       "hf:OWNER/NAME")
     src.add_argument("--from-cache", metavar="CACHE", help="train from a `harness cache` run (name or folder)")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--name", help="run name in the runs folder (as every command that writes a run takes)")
+    add_run_name(where, help="run name in the runs folder (as every command that writes a run takes)")
     where.add_argument("--out", metavar="RUN|DIR", help="the same as --name, or a folder path")
     p.add_argument("--batch-tokens", type=positive_int, default=4096)
     p.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default 1e-3)")
@@ -113,10 +112,6 @@ def _register_features(sub) -> None:
     p.set_defaults(func=cmd_features)
 
 
-def _command() -> str:
-    return " ".join(shlex.quote(a) for a in ["harness"] + sys.argv[1:])
-
-
 def _load(args, name=None):
     import harness
     from harness.caching.writer import parse_dtype
@@ -150,7 +145,7 @@ def cmd_train(args) -> int:
                        seed=args.seed, lr_warm_up_steps=args.lr_warm_up_steps, autocast=args.autocast,
                        skip_positions=args.skip_positions, exclude_special=not args.keep_special_tokens,
                        norm_ratio=args.norm_ratio or None, max_norm=args.max_norm,
-                       checkpoint_every=args.checkpoint_every, log_every=args.log_every, command=_command())
+                       checkpoint_every=args.checkpoint_every, log_every=args.log_every, command=command_line())
     print(f"SAE saved to {result.path}")
     for note in result.run.manifest.get("notes") or []:
         print(f"note: {note}")

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from apps.options import nonnegative_int, positive_int
-from apps.probe_cmd import add_common, chat_flag, command_line, parse_position
+from apps.cli.options import command_line, nonnegative_int, positive_int
+from apps.cli.probe import add_common, chat_flag, parse_position
 
 
 def register(subparsers) -> None:

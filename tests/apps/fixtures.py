@@ -2,12 +2,12 @@
 
 `make_fixtures(folder)` saves two tiny random Llama models (HF format, with a tokenizer) under
 folder/models, then writes runs with the real producers into folder/runs: a demo run
-(apps.demo.run_demo), an eval run (evals.runner.run_eval, three suite tasks, one of them perplexity,
+(apps.cli.look.run_look), an eval run (evals.runner.run_eval, three suite tasks, one of them perplexity,
 plus the organism suite of tiny-refusal-small's held-out prompts read by these models), an SAE run with
 its feature analysis (`harness sae train` + `harness sae features`), two circuit runs
 (`harness circuits heads` / `patch`), a model-diff run (probes.diff.diff_models + write_diff), a
 probe run and a steering run (`harness probe` / `harness steer`), the main job's scored diff
-runs (apps.main_job._diff: lens, kl and adl findings + score.json, and an overview diff on 112
+runs (apps.cli.demo._diff: lens, kl and adl findings + score.json, and an overview diff on 112
 prompts with scores.json), and one run folder whose
 manifest is corrupt. Nothing here writes
 run JSON by hand except the deliberately broken manifest.
@@ -47,7 +47,7 @@ def _cli(argv: list[str]) -> None:
 
 def make_fixtures(root: Path) -> Fixtures:
     import harness
-    from apps.demo import run_demo
+    from apps.cli.look import run_look
     from evals.runner import run_eval
     from harness.runs import RunStore
     from probes.diff import diff_models, write_diff
@@ -58,7 +58,7 @@ def make_fixtures(root: Path) -> Fixtures:
     store = RunStore(fx.runs)
     models = {"base": harness.load(fx.base), "aligned": harness.load(fx.aligned)}
 
-    run_demo(models, store=store, name="demo-tiny", max_new_tokens=3, show_progress=False, command="test fixture")
+    run_look(models, store=store, name="demo-tiny", max_new_tokens=3, show_progress=False, command="test fixture")
     fx.names["demo"] = "demo-tiny"
     run_eval({"base": str(fx.base), "aligned": str(fx.aligned)}, TASKS, runs_dir=fx.runs, name="eval-tiny",
              limit=6, console=False, command="test fixture")
@@ -84,7 +84,7 @@ def make_fixtures(root: Path) -> Fixtures:
     with store.create("diff", name="diff-tiny", command="test fixture") as run:
         write_diff(diff, run, models["base"], models["aligned"])
     fx.names["diff"] = "diff-tiny"
-    from apps.main_job import _diff
+    from apps.cli.demo import _diff
     from harness.organisms.build import eval_prompts, get_spec, ground_truth
 
     spec = get_spec("tiny-refusal-small")  # its held-out prompts and refusal as the truth these models are read against

@@ -199,14 +199,15 @@ def test_a_busy_port_is_one_line(capsys):
 
 
 def test_an_unexpected_error_is_one_line_naming_a_log(monkeypatch, tmp_path, capsys):
-    import apps.cli
+    import apps.cli.models
+    import apps.cli.runs
 
     monkeypatch.setenv("INTERP_HARNESS_CACHE", str(tmp_path))
 
     def boom(args):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(apps.cli, "cmd_models", boom)
+    monkeypatch.setattr(apps.cli.models, "cmd_models", boom)
     with pytest.raises(SystemExit) as exit_info:
         main(["models"])
     err = capsys.readouterr().err.strip()

@@ -114,12 +114,13 @@ def test_main_job_refuses_a_taken_prefix_before_any_work(tmp_path, capsys):
     (FileNotFoundError(2, "No such file or directory", "/no/such/corpus.txt"), 2, "/no/such/corpus.txt"),
 ])
 def test_interrupt_and_missing_file_are_one_line(monkeypatch, capsys, exc, status, words):
-    import apps.cli
+    import apps.cli.models
+    import apps.cli.runs
 
     def boom(args):
         raise exc
 
-    monkeypatch.setattr(apps.cli, "cmd_runs", boom)
+    monkeypatch.setattr(apps.cli.runs, "cmd_runs", boom)
     with pytest.raises(SystemExit) as exit_info:
         main(["runs"])
     assert exit_info.value.code == status

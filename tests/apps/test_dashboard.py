@@ -298,7 +298,7 @@ def test_harness_app_serves_on_localhost_unless_told(monkeypatch, tmp_path):
 
     from apps.cli import main
 
-    import apps.app_cmd
+    import apps.cli.app
 
     calls = []
 
@@ -310,7 +310,7 @@ def test_harness_app_serves_on_localhost_unless_told(monkeypatch, tmp_path):
             return 0
 
     monkeypatch.setattr(subprocess, "Popen", Server)
-    monkeypatch.setattr(apps.app_cmd, "check_port_free", lambda host, port: None)  # 8501 may be taken here
+    monkeypatch.setattr(apps.cli.app, "check_port_free", lambda host, port: None)  # 8501 may be taken here
     assert main(["app", "--runs", str(tmp_path)]) == 0
     cmd, env = calls[-1]
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("apps/dashboard/app.py")

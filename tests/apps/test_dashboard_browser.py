@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from apps.app_cmd import app_env, streamlit_command
+from apps.cli.app import app_env, streamlit_command
 from tests.apps.fixtures import make_fixtures
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from apps.demo import run_demo
+from apps.cli.look import run_look
 from harness.runs import RunStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,11 +40,11 @@ def tiny_model(tmp_path, chat_template=None, name="tiny"):
 CHAT = "{% for m in messages %}user : {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}assistant :{% endif %}"
 
 
-def test_run_demo_on_tiny_models(tmp_path):
+def test_run_look_on_tiny_models(tmp_path):
     chat_model = tiny_model(tmp_path, CHAT, "tiny-instruct")
     base_model = tiny_model(tmp_path, CHAT, "tiny-base")  # a template, but the name says base
     store = RunStore(tmp_path / "runs")
-    run = run_demo([chat_model, base_model], store=store, name="demo1", max_new_tokens=4, show_progress=False,
+    run = run_look([chat_model, base_model], store=store, name="demo1", max_new_tokens=4, show_progress=False,
                    command="test")
 
     m = store.open("demo1").manifest
@@ -84,10 +84,10 @@ def test_run_demo_bad_input_leaves_no_run(tmp_path):
     model.tokenizer.chat_template = None
     store = RunStore(tmp_path / "runs")
     with pytest.raises(HarnessError, match="chat template"):
-        run_demo({"m": model}, store=store, name="bad", chat=True, max_new_tokens=1, show_progress=False)
+        run_look({"m": model}, store=store, name="bad", chat=True, max_new_tokens=1, show_progress=False)
     assert not (store.root / "bad").exists()  # found before any work: no half-made run is left
     with pytest.raises(HarnessError, match="twice"):
-        run_demo([model, model], store=store, show_progress=False)
+        run_look([model, model], store=store, show_progress=False)
 
 
 @pytest.mark.slow

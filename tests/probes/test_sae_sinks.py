@@ -62,7 +62,7 @@ NO_EXCLUSION = dict(skip_positions=0, exclude_special=False, norm_ratio=None)
 
 def test_disagreement_warning_fires_without_exclusion_and_not_with_it(planted, planted_cache, heldout, tmp_path,
                                                                       capsys):
-    from apps.sae_cmd import _print_metrics
+    from apps.cli.sae import _print_metrics
 
     bare = _train(planted_cache, tmp_path / "bare", **NO_EXCLUSION)
     ev = evaluate_sae(bare.sae, planted, HOOK, tokens=heldout)
