@@ -2,6 +2,8 @@
 
     check_pair(base, aligned)              # raises PairMismatchError naming what differs
     differences(base, aligned)             # the list of differences, empty when comparable
+
+Here in harness because the paired activation cache needs the rule too; probes.compat re-exports it.
 """
 
 from __future__ import annotations
