@@ -23,6 +23,7 @@ def resolve_hooks(model, patterns: "str | Iterable[str]") -> list[str]:
         patterns = [patterns]
     patterns = list(patterns)
     names = list(model.hook_dict)
+    n_layers = getattr(getattr(model, "cfg", None), "n_layers", None)
     if not patterns:
         raise HookNameError("no hooks given; name at least one, e.g. 'blocks.0.hook_resid_post' or 'blocks.*.hook_resid_post'")
     chosen: set[str] = set()
@@ -32,9 +33,30 @@ def resolve_hooks(model, patterns: "str | Iterable[str]") -> list[str]:
         else:
             hits = [pattern] if pattern in model.hook_dict else []
         if not hits:
+            m = BLOCK.match(pattern)
+            if m and n_layers is not None and int(m.group(1)) >= n_layers:
+                layer_index(int(m.group(1)), n_layers)  # the clearer error: no such layer
             raise HookNameError(_unknown(pattern, names))
         chosen.update(hits)
     return [n for n in names if n in chosen]
+
+
+class LayerError(HookNameError):
+    """A layer index the model does not have."""
+
+
+def layer_index(layer: int, n_layers: int) -> int:
+    """`layer` as 0..n_layers-1 (negative counts from the end); LayerError when out of range."""
+    i = int(layer)
+    if not -n_layers <= i < n_layers:
+        raise LayerError(f"layer {i} is out of range: the model has {n_layers} layers (0..{n_layers - 1})")
+    return i % n_layers
+
+
+def layer_hooks(model, layers, kind: str = "resid_post") -> list[str]:
+    """`blocks.{i}.hook_{kind}` for each layer, checked against the model, in the model's order."""
+    names = [f"blocks.{layer_index(layer, model.cfg.n_layers)}.hook_{kind}" for layer in layers]
+    return resolve_hooks(model, names)
 
 
 def _unknown(pattern: str, names: list[str]) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from harness.caching import manifest as mf
+from harness.caching.outliers import exclusion_masks
 from harness.caching.shards import map_shard, shard_name
 from harness.errors import HookNameError, RunError
 
@@ -149,20 +150,3 @@ class CachedActivations:
         for epoch in itertools.count():
             yield from self.batches(hook, batch_size, seed=seed + epoch, **exclude)
 
-
-def exclusion_masks(tokens: torch.Tensor | None, x: torch.Tensor, skip_positions: int = 0, exclude_tokens=(),
-                    max_norm: float | None = None) -> dict[str, torch.Tensor]:
-    """Boolean [n, pos] masks for activations x [n, pos, d] (token ids [n, pos]): the positions
-    each rule leaves out ("position", "special", "norm"; a position counts under the first rule
-    that excludes it) and those kept ("kept")."""
-    shape, device = x.shape[:-1], x.device
-    position = torch.zeros(shape, dtype=torch.bool, device=device)
-    position[..., :skip_positions] = True
-    special = torch.zeros(shape, dtype=torch.bool, device=device)
-    if len(exclude_tokens) and tokens is not None:
-        ids = torch.as_tensor(list(exclude_tokens), device=tokens.device, dtype=tokens.dtype)
-        special = torch.isin(tokens, ids).to(device) & ~position
-    norm = torch.zeros(shape, dtype=torch.bool, device=device)
-    if max_norm is not None:
-        norm = (x.float().norm(dim=-1) > max_norm) & ~position & ~special
-    return {"position": position, "special": special, "norm": norm, "kept": ~(position | special | norm)}

@@ -20,13 +20,12 @@ from probes.crosscoder.config import CrosscoderError
 
 def hooks_for(model, layers, kind: str = "resid_post") -> list[str]:
     """`blocks.{i}.hook_{kind}` for each layer, with a one-line error for a layer out of range."""
-    n = model.cfg.n_layers
-    out = []
-    for layer in layers:
-        i = int(layer)
-        if not -n <= i < n:
-            raise CrosscoderError(f"layer {i} is out of range: the model has {n} layers (0..{n - 1})")
-        out.append(f"blocks.{i % n}.hook_{kind}")
+    from harness.caching.hooks import LayerError, layer_index
+
+    try:
+        out = [f"blocks.{layer_index(layer, model.cfg.n_layers)}.hook_{kind}" for layer in layers]
+    except LayerError as e:
+        raise CrosscoderError(str(e)) from None
     model.check_hook_names(out)
     return out
 

@@ -1,19 +1,12 @@
 """Which activations an SAE is meant for: sink- and outlier-aware exclusion.
 
-Many models park "massive activations" on a few positions: the first position of every context
-(an attention sink, whatever its token), BOS/EOS-like special tokens, and now and then other
-tokens whose residual norm is tens to thousands of times the typical one. Left in, they dominate
-an SAE's training loss and the variance that explained variance is computed over: an SAE that
-only reconstructs them scores EV near 1 and is useless inside the model. So by default they are
-left out of training, evaluation and feature analysis:
-
-- position:  the first `skip_positions` positions of each context (default 1; SAELens's
-             `seqpos_slice`);
-- special:   the tokenizer's structural special tokens, BOS, EOS, PAD, ... (SAELens's
-             `exclude_special_tokens`, the ids from `sae_lens.util.get_special_token_ids`);
-- norm:      tokens whose activation L2 norm exceeds `norm_ratio` x the median norm of the
-             remaining positions (default NORM_RATIO = 10), measured once on a sample before
-             training and then fixed as an absolute threshold, `max_norm`.
+Massive activations (the first position of every context, BOS/EOS-like special tokens, rare
+tokens with a norm many times the median) dominate an SAE's loss and the variance explained
+variance is computed over: an SAE that only reconstructs them scores EV near 1 and is useless
+inside the model. So by default they are left out of training, evaluation and feature analysis,
+by the rules of harness/caching/outliers.py (position: SAELens's `seqpos_slice`; special:
+`exclude_special_tokens`; norm: `norm_ratio` x the median norm, fixed once as `max_norm`), which
+the paired cache and crosscoder training share.
 
 Everything is recorded in the SAE's cfg.json metadata (`seqpos_slice`, `exclude_special_tokens`,
 `max_activation_norm`, plus `outlier_norm_ratio` and `median_activation_norm`), so evaluation
@@ -30,11 +23,11 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.errors import ConfigError
+from harness.caching.outliers import (DEFAULT_SKIP_POSITIONS, NORM_RATIO, REASONS, check_settings, count,
+                                      exclusion_masks, norm_threshold, special_token_ids)
 
-NORM_RATIO = 10.0  # a token is an outlier when its norm is >= this many times the median norm
-DEFAULT_SKIP_POSITIONS = 1
-REASONS = ("position", "special", "norm")
+__all__ = ["DEFAULT_SKIP_POSITIONS", "NORM_RATIO", "REASONS", "Exclusion", "check_settings", "choose", "count",
+           "special_token_ids"]
 
 
 @dataclass
@@ -48,8 +41,6 @@ class Exclusion:
     def masks(self, tokens: torch.Tensor | None, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Boolean [n, pos] masks of the positions each rule leaves out, and `kept` (none of them).
         A position counts under the first rule that excludes it (position, then special, then norm)."""
-        from harness.caching.reader import exclusion_masks
-
         return exclusion_masks(tokens, x, self.skip_positions, self.special_tokens, self.max_norm)
 
     def describe(self) -> dict:
@@ -82,24 +73,6 @@ class Exclusion:
         meta.median_activation_norm = self.median_norm
 
 
-def special_token_ids(tokenizer) -> tuple[int, ...]:
-    """The structural special tokens SAELens excludes (BOS, EOS, PAD, SEP, ...)."""
-    if tokenizer is None:
-        return ()
-    from sae_lens.util import get_special_token_ids
-
-    return tuple(sorted(int(t) for t in get_special_token_ids(tokenizer)))
-
-
-def check_settings(skip_positions: int, norm_ratio: float | None, max_norm: float | None) -> None:
-    if skip_positions < 0:
-        raise ConfigError(f"skip_positions must be >= 0, not {skip_positions}")
-    if norm_ratio is not None and not norm_ratio > 1:
-        raise ConfigError(f"the outlier norm ratio must be above 1 (it multiplies the median norm), not {norm_ratio}")
-    if max_norm is not None and not max_norm > 0:
-        raise ConfigError(f"max_norm must be positive, not {max_norm}")
-
-
 def choose(x: torch.Tensor, tokens: torch.Tensor | None, *, skip_positions: int, special_tokens: tuple[int, ...],
            norm_ratio: float | None, max_norm: float | None) -> Exclusion:
     """The Exclusion for a sample of activations x [n, pos, d] (and their token ids [n, pos]):
@@ -108,18 +81,6 @@ def choose(x: torch.Tensor, tokens: torch.Tensor | None, *, skip_positions: int,
     ex = Exclusion(skip_positions=skip_positions, special_tokens=tuple(special_tokens), max_norm=max_norm)
     if max_norm is None and norm_ratio is not None:
         kept = ex.masks(tokens, x)["kept"]
-        norms = x.float().norm(dim=-1)[kept]
-        if norms.numel() == 0:
-            raise ConfigError("every sampled position is excluded (position / special-token rules); "
-                              "use fewer --skip-positions")
-        median = float(norms.median())
-        ex.median_norm, ex.norm_ratio, ex.max_norm = median, float(norm_ratio), float(norm_ratio) * median
+        ex.median_norm, ex.max_norm = norm_threshold(x.float().norm(dim=-1)[kept], norm_ratio)
+        ex.norm_ratio = float(norm_ratio)
     return ex
-
-
-def count(masks: dict[str, torch.Tensor], into: dict | None = None) -> dict:
-    """Add the positions each rule left out (and those kept) to a running count."""
-    into = into if into is not None else {}
-    for key in (*REASONS, "kept"):
-        into[key] = into.get(key, 0) + int(masks[key].sum())
-    return into
