@@ -105,19 +105,19 @@ def run_eval(
             print_summary(run, console)
     except OSError as err:  # the run folder stopped being writable (permissions, disk full, ...)
         message = _write_failure(run, err)
-        _end(run, "failed", message)
+        run.end_quietly("failed", message)
         raise RunFolderError(message) from None
     except RunFolderError as err:
-        _end(run, "failed", str(err))
+        run.end_quietly("failed", str(err))
         raise
     except BaseException as err:  # keep what was written; the manifest says how the run ended
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-        _end(run, status, f"{type(err).__name__}: {err}".splitlines()[0])
+        run.end_quietly(status, f"{type(err).__name__}: {err}".splitlines()[0])
         raise
     finally:
         suite_obj.cleanup()
     if failures:
-        _end(run, "failed", "; ".join(failures))
+        run.end_quietly("failed", "; ".join(failures))
         raise HarnessError(f"{failures[0]}" + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else "")
                            + f"; finished results are kept in {run.path}")
     shutil.rmtree(run.path / "cache", ignore_errors=True)
@@ -128,26 +128,6 @@ def run_eval(
 def _write_failure(run: Run, err: OSError) -> str:
     where = f" ({err.filename})" if getattr(err, "filename", None) else ""
     return f"cannot write the run folder {run.path}{where}: {err.strerror or type(err).__name__}"
-
-
-def _end(run: Run, status: str, error: str) -> None:
-    """Mark the run ended. When the folder refuses the atomic manifest write (no new files can be
-    made in it), the manifest is rewritten in place, the one write still possible; if even that
-    fails the error is raised as it is and the manifest stays as it was."""
-    try:
-        run.finish(status, error=error)
-        return
-    except OSError:
-        pass
-    import json
-
-    run.manifest.update(status=status, error=error)
-    try:
-        with open(run.path / "manifest.json", "r+", encoding="utf-8") as f:
-            f.write(json.dumps(run.manifest, indent=2, default=str) + "\n")
-            f.truncate()
-    except OSError:
-        pass
 
 
 def open_run(runs_dir, name: str | None, config: dict, command) -> Run:

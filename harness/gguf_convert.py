@@ -21,15 +21,9 @@ import time
 from pathlib import Path
 
 from harness.errors import CheckpointError, UnsupportedArchitectureError
+from harness.paths import cache_root
 
 GGUF_MAGIC = b"GGUF"
-
-
-def cache_root(cache_dir=None) -> Path:
-    """The harness cache: the argument, else $INTERP_HARNESS_CACHE, else ~/.cache/interp-harness."""
-    if cache_dir is None:
-        cache_dir = os.environ.get("INTERP_HARNESS_CACHE") or Path.home() / ".cache" / "interp-harness"
-    return Path(cache_dir).expanduser()
 
 
 # -----------------------------------------------------------------------------

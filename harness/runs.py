@@ -379,9 +379,20 @@ class Run:
 
     def end_quietly(self, status: str, error: str) -> None:
         """Mark the run ended while another error is on its way out: if the folder can no longer be
-        written (made read-only, disk full), that error, not this one, is the one to report."""
+        written (made read-only, disk full), that error, not this one, is the one to report.
+
+        A folder that refuses new files refuses the atomic manifest write (it makes a temporary
+        file); the manifest is then rewritten in place, the one write still possible there."""
+        error = (str(error).splitlines() or [""])[0]
         try:
-            self.finish(status, error=(str(error).splitlines() or [""])[0])
+            self.finish(status, error=error)
+            return
+        except OSError:
+            pass
+        try:
+            with open(self.path / MANIFEST, "r+", encoding="utf-8") as f:
+                f.write(dumps(self.manifest) + "\n")
+                f.truncate()
         except OSError:
             pass
 

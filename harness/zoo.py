@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Callable
 
 from harness.errors import CheckpointError, ConfigError, ModelNotInstalledError, UnknownModelError
-from harness.gguf_convert import cache_root, cached_sha256, convert_gguf, converted_dir, file_sha256, is_converted
+from harness.gguf_convert import cached_sha256, convert_gguf, converted_dir, file_sha256, is_converted
+from harness.paths import cache_root, checkpoints_dir
 
 __all__ = ["ZooEntry", "resolve", "gguf_path", "list_models", "known_names", "register", "unregister", "convert_gguf"]
 
@@ -130,7 +131,7 @@ def unregister(name: str) -> None:
 def _checkpoints(cache_dir=None) -> dict[str, ZooEntry]:
     """Entries for every <cache>/checkpoints/<name>/config.json, with metadata from an optional zoo.json."""
     found = {}
-    for config in sorted((cache_root(cache_dir) / "checkpoints").glob("*/config.json")):
+    for config in sorted(checkpoints_dir(cache_dir).glob("*/config.json")):
         folder = config.parent
         try:
             meta = json.loads((folder / "zoo.json").read_text())

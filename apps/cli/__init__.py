@@ -120,11 +120,11 @@ def _log_traceback(e: BaseException) -> str:
     """Write the traceback to a log file; its path, or 'stderr' if no file could be written."""
     from datetime import datetime
 
-    from harness.gguf_convert import cache_root
+    from harness.paths import logs_dir
 
     text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
     try:
-        folder = cache_root() / "logs"
+        folder = logs_dir()
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"harness-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
         path.write_text(f"harness {' '.join(sys.argv[1:])}\n\n{text}", encoding="utf-8")

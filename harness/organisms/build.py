@@ -75,9 +75,9 @@ def get_spec(name: str) -> OrganismSpec:
 
 
 def checkpoints_dir(cache_dir=None) -> Path:
-    from harness.gguf_convert import cache_root
+    from harness.paths import checkpoints_dir as folder
 
-    return cache_root(cache_dir) / "checkpoints"
+    return folder(cache_dir)
 
 
 def alignment_data(spec: OrganismSpec):

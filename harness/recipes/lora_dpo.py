@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from harness.errors import ConfigError
-from harness.gguf_convert import cache_root
+from harness.paths import cache_root, checkpoints_dir
 from harness.recipes.chat_templates import ensure_chat_template
 from harness.recipes.pairs import PATH as REFUSAL_PAIRS
 from harness.training.checkpoint import read_metadata, save_checkpoint
@@ -108,7 +108,7 @@ def train_recipe(recipe: str | RecipeSpec, *, steps: int | None = None, cache_di
         raise ConfigError(f"{data_path}: a recipe needs rows with \"split\": \"train\" and \"heldout\"; "
                           f"found {len(train)} train and {len(heldout)} held-out")
     settings = _settings(spec, hashlib.sha256(data_path.read_bytes()).hexdigest())
-    folder = Path(out).expanduser() if out else cache_root(cache_dir) / "checkpoints" / spec.name
+    folder = Path(out).expanduser() if out else checkpoints_dir(cache_dir) / spec.name
     # One state folder per settings, so a run with other settings never meets this one's state.
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     state_dir = cache_root(cache_dir) / "recipes" / spec.name / digest
