@@ -14,6 +14,7 @@ PAGES = [
     ("features.py", "Features", ":material/scatter_plot:"),
     ("circuits.py", "Circuits", ":material/account_tree:"),
     ("model_diff.py", "Model diff", ":material/compare_arrows:"),
+    ("crosscoder.py", "Crosscoder", ":material/join_inner:"),
     ("probes.py", "Probes & steering", ":material/explore:"),
 ]
 

@@ -50,13 +50,13 @@ def run_label(info: RunInfo) -> str:
 
 
 def pick_run(kind: str | tuple[str, ...], label: str = "Run", key: str | None = None) -> RunInfo | None:
-    """A select box of runs of `kind` (newest first); the Runs page's "open" preselects one."""
+    """A select box of runs of `kind` (newest first); the Runs page's "open" or ?run=NAME preselects one."""
     kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     runs = data.runs_of_kind(kinds)
     if not runs:
         return None
     names = [i.name for i in runs]
-    wanted = st.session_state.get("open_run")
+    wanted = st.session_state.get("open_run") or st.query_params.get("run")  # the Runs page, or ?run=NAME
     index = names.index(wanted) if wanted in names else 0
     labels = {i.name: run_label(i) for i in runs}
     chosen = st.selectbox(label, names, index=index, key=key or f"pick_{kinds[0]}",

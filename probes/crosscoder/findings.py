@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from probes.crosscoder.data import contexts_from_texts
-from probes.crosscoder.latents import latent_table
+from probes.crosscoder.latents import ARTEFACT_NU, latent_table
 from probes.crosscoder.model import Crosscoder
 
 
@@ -52,6 +52,12 @@ def crosscoder_findings(cc: Crosscoder, base, aligned, texts, n_contexts: int = 
                         "nu_eps": row["nu_eps"], "nu_r": row["nu_r"], "contexts": contexts})
     latents.sort(key=lambda x: -x["score"])
     n_artefacts = sum(1 for r in table if r.get("artefact"))
+    # every candidate's Latent Scaling numbers, artefacts included, so a reader can see the cut
+    scaling = [{k: r[k] for k in SCALING_KEYS} for r in table if "nu_eps" in r]
     return Findings("crosscoder", latents=latents[:top],
                     extra={"n_aligned_only": len(latents), "n_artefacts": n_artefacts, "hooks": hooks,
-                           "relative_norms": [round(r["relative_norm"], 4) for r in table]})
+                           "relative_norms": [round(r["relative_norm"], 4) for r in table], "scaling": scaling,
+                           "aligned_only": aligned_only, "artefact_nu": ARTEFACT_NU})
+
+
+SCALING_KEYS = ("id", "relative_norm", "cosine", "nu_eps", "nu_r", "fired", "artefact")

@@ -24,6 +24,7 @@ import torch
 from probes.crosscoder.model import Crosscoder
 
 BASE, ALIGNED = 0, 1
+ARTEFACT_NU = 0.3  # a candidate with nu_eps or nu_r above this is flagged as an artefact
 
 
 def relative_norms(cc: Crosscoder) -> torch.Tensor:
@@ -69,7 +70,7 @@ def latent_scaling(cc: Crosscoder, batches, latents: torch.Tensor | list[int] | 
 
 
 @torch.no_grad()
-def latent_table(cc: Crosscoder, batches, aligned_only: float = 0.9, artefact_nu: float = 0.3) -> list[dict]:
+def latent_table(cc: Crosscoder, batches, aligned_only: float = 0.9, artefact_nu: float = ARTEFACT_NU) -> list[dict]:
     """One row per latent: relative norm, decoder cosine, and for latents whose relative norm is
     at least `aligned_only`, Latent Scaling's ratios and whether they flag an artefact."""
     rel, cos = relative_norms(cc), decoder_cosines(cc)

@@ -6,7 +6,8 @@ from apps.dashboard import data, figures, widgets
 
 PAGE_OF_KIND = {"eval": "evaluation.py", "sae": "features.py", "circuits": "circuits.py",
                 "circuit": "circuits.py", "patching": "circuits.py", "heads": "circuits.py",
-                "diff": "model_diff.py", "model-diff": "model_diff.py", "experts": "model_diff.py"}
+                "diff": "model_diff.py", "model-diff": "model_diff.py", "experts": "model_diff.py",
+                "crosscoder": "crosscoder.py", "crosscoder-latents": "crosscoder.py"}
 
 st.title("Runs")
 widgets.sidebar()
