@@ -38,24 +38,32 @@ from harness.errors import HookNameError, RunError
 
 
 class CachedActivations:
+    KIND, WHAT, COMMAND = mf.KIND, "an activation cache", "harness cache"
+
     def __init__(self, path, allow_incomplete: bool = False):
         self.path = Path(path)
         manifest = mf.read_manifest(self.path)
-        if manifest is None or manifest.get("kind") != mf.KIND:
-            raise RunError(f"{self.path} is not an activation cache (no cache manifest.json); run `harness cache` first")
+        if manifest is None or manifest.get("kind") != self.KIND:
+            other = f"a {manifest.get('kind')} run" if manifest else "no cache manifest.json"
+            raise RunError(f"{self.path} is not {self.WHAT} ({other}); run `{self.COMMAND}` first")
         if manifest.get("status") != "complete" and not allow_incomplete:
             raise RunError(f"cache {self.path} is unfinished (status {manifest.get('status')}); "
-                           "run the same `harness cache` command again to finish it")
+                           f"run the same `{self.COMMAND}` command again to finish it")
         self.manifest = manifest
         job = manifest["config"]
         self.job = job
         self.hooks: list[str] = job["hooks"]
+        self.names: list[str] = self.tensor_names()
         self.context_length: int = job["context_length"]
         n_shards = -(-job["n_contexts"] // job["shard_contexts"])
         present = [s for s in range(n_shards) if (self.path / shard_name(s)).exists()]
         self._shards = [map_shard(self.path / shard_name(s)) for s in present]
         self._starts = np.cumsum([0] + [len(s["token_ids"]) for s in self._shards]).tolist()
         self.n_contexts = self._starts[-1]
+
+    def tensor_names(self) -> list[str]:
+        """The names activations are stored and read under (a paired cache prefixes the model)."""
+        return list(self.hooks)
 
     def __repr__(self) -> str:
         return f"CachedActivations('{self.path}', hooks={self.hooks}, contexts={self.n_contexts}x{self.context_length})"
@@ -78,11 +86,11 @@ class CachedActivations:
         return self._shards[shard][hook]
 
     def _check(self, hook: str) -> None:
-        if hook not in self.hooks:
+        if hook not in self.names:
             import difflib
 
-            near = difflib.get_close_matches(hook, self.hooks, n=3, cutoff=0.3)
-            raise HookNameError(f"{hook!r} is not in this cache; cached hooks: {', '.join(near or self.hooks)}")
+            near = difflib.get_close_matches(hook, self.names, n=3, cutoff=0.3)
+            raise HookNameError(f"{hook!r} is not in this cache; cached hooks: {', '.join(near or self.names)}")
 
     def _rows(self, hook: str, shard: int) -> torch.Tensor:
         t = self.activations(hook, shard)
