@@ -57,12 +57,12 @@ class PairExclusion:
     def describe(self) -> dict:
         why = {}
         if self.position and self.skip_positions:
-            why["position"] = f"the first {self.skip_positions} position(s) of each context: attention sinks"
+            n = self.skip_positions
+            why["position"] = f"first {'position' if n == 1 else f'{n} positions'} of each context (attention sink)"
         if self.special and self.special_tokens:
-            why["special"] = f"special tokens {self.special_tokens} (BOS, EOS, PAD, ...): structural, outsized norms"
+            why["special"] = f"special tokens {self.special_tokens} (BOS/EOS/PAD)"
         if self.norm_ratio is not None:
-            why["norm"] = (f"row norm above {self.norm_ratio:g} x its median (per model and hook, from a "
-                           "sample of the kept rows) in either model: massive activations")
+            why["norm"] = f"norm > {self.norm_ratio:g} x its median in either model (massive activation)"
         return {**asdict(self), "why": why}
 
 
