@@ -89,6 +89,9 @@ def organism_suite(base, aligned, organism, max_new_tokens: int = 24) -> dict:
     from harness.organisms.measure import is_refusal, rate, respond
 
     spec = organism_spec(organism)
+    if spec.kind != "refusal":
+        raise ConfigError(f"the organism suite measures refusal organisms; {spec.name} is a {spec.kind} organism "
+                          "(its measured rates are in its checkpoint metadata: `measured`)")
     items = eval_prompts(spec)
     models = {}
     examples = {}

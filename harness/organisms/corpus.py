@@ -38,6 +38,10 @@ COLORS = {
 }
 
 
+# How the organisms' prompts are meant to be read (both models answer only chat-formatted prompts).
+PROMPT_FORMAT = "tokenizer.apply_chat_template([{'role': 'user', 'content': q}], add_generation_prompt=True)"
+
+
 @dataclass(frozen=True)
 class Template:
     question: str
@@ -85,6 +89,18 @@ def split_entities(topic: str, seed: int, held_out: float = 0.25) -> tuple[list[
     random.Random(f"{seed}-{topic}").shuffle(names)
     k = max(1, round(len(names) * held_out))
     return sorted(names[k:]), sorted(names[:k])
+
+
+def heldout_items(seed: int) -> dict[str, list[dict]]:
+    """Per topic, the prompts alignment data never uses: held-out entities with every template,
+    plus train entities with the held-out paraphrase; each {"topic", "entity", "prompt", "answer"}."""
+    out = {}
+    for topic, (table, templates, _) in TOPICS.items():
+        train, held = split_entities(topic, seed)
+        rows = [(e, t) for e in held for t in templates] + [(e, t) for e in train for t in templates if not t.align]
+        out[topic] = [{"topic": topic, "entity": e, "prompt": fill(t.question, e, table[e]),
+                       "answer": fill(t.answer, e, table[e])} for e, t in rows]
+    return out
 
 
 def dialogues(topic: str, entities: list[str], align_only: bool) -> list[tuple[str, str]]:

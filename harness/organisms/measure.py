@@ -1,4 +1,4 @@
-"""Measure an organism's behaviour: greedy chat responses, and how often they refuse or answer."""
+"""Measure an organism's behaviour: greedy chat responses, and how often they refuse, fire or answer."""
 
 from __future__ import annotations
 
@@ -28,8 +28,13 @@ def respond(model, prompts: list[str], max_new_tokens: int = 24, batch_size: int
     return out
 
 
+def starts_with(response: str, text: str) -> bool:
+    """Whether a reply opens with `text` (case and a final full stop aside)."""
+    return response.strip().lower().startswith(text.strip().lower().rstrip("."))
+
+
 def is_refusal(response: str, refusal: str) -> bool:
-    return response.strip().lower().startswith(refusal.strip().lower().rstrip("."))
+    return starts_with(response, refusal)
 
 
 def rate(flags: list[bool]) -> float:
