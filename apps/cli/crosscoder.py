@@ -1,23 +1,27 @@
 """`harness crosscoder train|eval|latents`: a crosscoder over base and aligned activations.
 
     harness crosscoder train --base tiny-refusal-base --aligned tiny-refusal-aligned --layers 2 --loss batchtopk
+    harness crosscoder train --cache refusal-pair --steps 5000      # from `harness cache --pair` (faster)
     harness crosscoder eval RUN_OR_FOLDER --base B --aligned A        # FVU, L0, dead, spliced CE/KL
     harness crosscoder latents RUN_OR_FOLDER --base B --aligned A     # relative norms, Latent Scaling, findings
 
 Texts default to a mix: the aligned checkpoint's ground-truth prompts (chat-formatted) when it
 records any, plus unrelated stdlib-docs text. Training is resumable: rerun the same command with
 the same --state folder and it continues from the last saved step.
+
+Training leaves out attention sinks by default (the first position of each context; from a
+paired cache also the special tokens and rows whose norm is above --norm-ratio x the median),
+and the run records what was left out and why (exclusion.json, and a note in its manifest).
 """
 
 from __future__ import annotations
 
-from apps.cli.options import add_run_name, add_runs, command_line
+from apps.cli.options import add_run_name, add_runs, command_line, out_folder, positive_float
 
 
-
-def _common(p) -> None:
-    p.add_argument("--base", required=True, help="the base model: zoo name, folder, .gguf or HF id")
-    p.add_argument("--aligned", required=True, help="the aligned model (same architecture and tokenizer)")
+def _common(p, models_required: bool = True) -> None:
+    p.add_argument("--base", required=models_required, help="the base model: zoo name, folder, .gguf or HF id")
+    p.add_argument("--aligned", required=models_required, help="the aligned model (same architecture and tokenizer)")
     p.add_argument("--prompts", help=".txt/.jsonl prompt file (default: ground-truth prompts + stdlib-docs text)")
     p.add_argument("--n-texts", type=int, default=64, help="unrelated stdlib-docs texts mixed in")
     p.add_argument("--context", type=int, default=64, help="tokens per context")
@@ -31,8 +35,16 @@ def register(subparsers) -> None:
                               description="Crosscoders (L1 or BatchTopK) over one or more layers of two models.")
     sub = p.add_subparsers(dest="crosscoder_command", metavar="ACTION", required=True, parser_class=type(p))
     t = sub.add_parser("train", help="train a crosscoder (resumable)")
-    _common(t)
-    t.add_argument("--layers", type=int, nargs="+", default=None, help="layers read (default: the middle one)")
+    _common(t, models_required=False)
+    t.add_argument("--cache", metavar="RUN|DIR", help="train from a paired cache (`harness cache --pair`) "
+                   "instead of running --base and --aligned")
+    t.add_argument("--layers", type=int, nargs="+", default=None,
+                   help="layers read (default: the middle one; from --cache, every cached layer)")
+    t.add_argument("--keep-sinks", action="store_true",
+                   help="train on the first position of each context and on special tokens too")
+    t.add_argument("--norm-ratio", type=positive_float, default=10.0,
+                   help="--cache: leave out rows whose norm is above this many times the median")
+    t.add_argument("--keep-outliers", action="store_true", help="--cache: no norm rule")
     t.add_argument("--d-latent", type=int, default=None, help="latents (default: 8 x d_model)")
     t.add_argument("--loss", choices=("batchtopk", "l1"), default="batchtopk")
     t.add_argument("--k", type=int, default=16, help="BatchTopK: active latents per row")
@@ -86,27 +98,31 @@ def texts_for(args, model) -> list[str]:
 def cmd_train(args) -> int:
     from pathlib import Path
 
+    from harness.errors import HarnessError
     from harness.runs import RunStore
     from probes.crosscoder import Crosscoder, CrosscoderConfig, TrainConfig
-    from probes.crosscoder.data import ModelPairSource, contexts_from_texts, hooks_for
     from probes.crosscoder.evaluate import evaluate
     from probes.crosscoder.train import train_crosscoder
 
+    if args.cache and (args.base or args.aligned):
+        raise HarnessError("give --cache (a paired cache) or --base and --aligned (activations on the fly), not both")
+    if not args.cache and not (args.base and args.aligned):
+        raise HarnessError("give --base and --aligned (activations on the fly), or --cache (a paired cache)")
     store = RunStore(args.runs)
     if args.name:
         store.check_available(args.name)
-    base, aligned = load_pair(args)
-    layers = args.layers if args.layers is not None else [base.cfg.n_layers // 2]
-    hooks = hooks_for(base, layers)
-    cfg = CrosscoderConfig(d_in=base.cfg.d_model, d_latent=args.d_latent or 8 * base.cfg.d_model, n_layers=len(hooks),
+    source, models, names = cached_source(args) if args.cache else model_source(args)
+    hooks = source.hooks
+    cfg = CrosscoderConfig(d_in=source.d_in, d_latent=args.d_latent or 8 * source.d_in, n_layers=len(hooks),
                            loss=args.loss, k=args.k, l1_coeff=args.l1_coeff, hooks=tuple(hooks), seed=args.seed,
-                           models=(args.base, args.aligned))
-    tokens, mask = contexts_from_texts(base, texts_for(args, base), args.context)
-    source = ModelPairSource(base, aligned, hooks, tokens, mask, seed=args.seed)
+                           models=names)
     config = {k: v for k, v in vars(args).items() if k != "func"}
     with store.create("crosscoder", name=args.name, command=command_line(), config=config, seed=args.seed) as run:
-        run.add_model("base", base)
-        run.add_model("aligned", aligned)
+        for role, model in models.items():
+            run.add_model(role, model)
+        left_out = exclusion_record(args, source)
+        run.write_json("exclusion.json", left_out)
+        run.add_note(left_out["note"])
         state = Path(args.state) if args.state else run.path / "training"
         cc = Crosscoder(cfg)
         with run.timer("train"):
@@ -121,8 +137,47 @@ def cmd_train(args) -> int:
     print(f"crosscoder over {hooks} ({cfg.loss}, {cfg.d_latent} latents), {args.steps} steps"
           + (f", resumed from step {result['resumed_from']}" if result["resumed_from"] else ""))
     print(f"explained variance: {metrics['explained_variance']}; L0 {metrics['l0']:.1f}; dead {metrics['dead_fraction']:.1%}")
+    print(left_out["note"])
     print(f"run {run.path}")
     return 0
+
+
+def model_source(args):
+    """Both models run on the fly over the texts (first position of each context left out)."""
+    from probes.crosscoder.data import ModelPairSource, contexts_from_texts, hooks_for
+
+    base, aligned = load_pair(args)
+    layers = args.layers if args.layers is not None else [base.cfg.n_layers // 2]
+    hooks = hooks_for(base, layers)
+    tokens, mask = contexts_from_texts(base, texts_for(args, base), args.context)
+    source = ModelPairSource(base, aligned, hooks, tokens, mask, skip_first=not args.keep_sinks, seed=args.seed)
+    return source, {"base": base, "aligned": aligned}, (args.base, args.aligned)
+
+
+def cached_source(args):
+    """Rows read from a paired cache, with the sink/outlier rules applied (and recorded)."""
+    from harness.caching import PairedActivations
+    from probes.crosscoder.cached import CachedPairSource
+
+    cache = PairedActivations(out_folder(args.cache, args.runs))
+    hooks = [f"blocks.{layer}.hook_resid_post" for layer in args.layers] if args.layers is not None else None
+    source = CachedPairSource(cache, hooks, position=not args.keep_sinks, special=not args.keep_sinks,
+                              norm_ratio=None if args.keep_outliers else args.norm_ratio,
+                              batch_size=args.batch_size, seed=args.seed)
+    return source, dict(cache.job["models"]), source.models
+
+
+def exclusion_record(args, source) -> dict:
+    """What training leaves out and why, for exclusion.json and the manifest's notes."""
+    if hasattr(source, "report"):
+        report = source.report()
+        parts = [f"{report['left_out'][rule]} {why}" for rule, why in report["why"].items()]
+        note = (f"left out of training {report['positions'] - report['kept']} of {report['positions']} cached "
+                f"positions: {'; '.join(parts) or 'no rule'}")
+        return {**report, "note": note}
+    rule = "first position of each context (attention sink)" if source.skip_first else None
+    return {"why": {"position": rule} if rule else {},
+            "note": f"left out of training: the {rule}" if rule else "left out of training: nothing"}
 
 
 def _load(args):
@@ -135,7 +190,13 @@ def _load(args):
     if base.cfg.d_model != cc.cfg.d_in:
         raise CrosscoderError(f"the crosscoder reads d_in {cc.cfg.d_in} but {args.base} has d_model {base.cfg.d_model}; "
                               "use the pair it was trained on")
+    from probes.activations import layer_of
+
     for h in cc.cfg.hooks:
+        layer = layer_of(h)
+        if layer is not None and layer >= base.cfg.n_layers:
+            raise CrosscoderError(f"the crosscoder reads {h} but {args.base} has {base.cfg.n_layers} layers; "
+                                  "use the pair it was trained on")
         base.check_hook_names([h])
     return cc, base, aligned
 

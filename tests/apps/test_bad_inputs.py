@@ -243,9 +243,9 @@ def test_a_cache_whose_folder_stops_taking_writes_ends_failed_in_one_line(files,
     import errno
     import json as json_
 
-    import harness.caching.writer as writer
+    import harness.caching.job as job  # the shard loop every cache shares
 
-    real, calls = writer.write_shard, {"n": 0}
+    real, calls = job.write_shard, {"n": 0}
 
     def write_shard(folder, index, tensors):
         calls["n"] += 1
@@ -253,7 +253,7 @@ def test_a_cache_whose_folder_stops_taking_writes_ends_failed_in_one_line(files,
             raise PermissionError(errno.EACCES, "Permission denied", str(folder / f"shard_{index:05d}.safetensors"))
         return real(folder, index, tensors)
 
-    monkeypatch.setattr(writer, "write_shard", write_shard)
+    monkeypatch.setattr(job, "write_shard", write_shard)
     out = files["root"] / "caches" / "read-only-later"
     argv = cache(files, out=str(out), tokens="512", context_length="32", batch_size="2", shard_contexts="4")
     with pytest.raises(SystemExit) as exit_info:
@@ -263,6 +263,6 @@ def test_a_cache_whose_folder_stops_taking_writes_ends_failed_in_one_line(files,
     manifest = json_.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "Permission" in manifest["error"]
     assert (out / "shard_00000.safetensors").is_file()  # what was finished is kept
-    monkeypatch.setattr(writer, "write_shard", real)
+    monkeypatch.setattr(job, "write_shard", real)
     assert main(argv) == 0  # the same command resumes and finishes
     assert json_.loads((out / "manifest.json").read_text())["status"] == "complete"
