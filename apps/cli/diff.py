@@ -3,6 +3,7 @@
     harness diff --base tiny-refusal-base --aligned tiny-refusal-aligned
     harness diff --base B --aligned A --prompts prompts.txt --continue-with aligned --sae ./my-sae
     harness diff --method kl|adl|crosscoder --base B --aligned A      (crosscoder: --crosscoder RUN)
+    harness diff --method sae --sae SAE_RUN_OR_FOLDER --base B --aligned A
     harness diff-score RUN [--truth MODEL] [--k 20]                   score findings.json against truth
 
 Without --prompts, a model organism's held-out topic prompts are read from the aligned
@@ -30,7 +31,8 @@ def register(subparsers) -> None:
                                           "(with --sae) SAE features ranked by change.")
     p.add_argument("--method", choices=METHODS, default="lens",
                    help="lens: diff lens (default); kl: per-prompt-set KL (topic vs control); adl: activation-"
-                        "difference lens; crosscoder: aligned-only latents of a trained crosscoder (--crosscoder)")
+                        "difference lens; crosscoder: aligned-only latents of a trained crosscoder (--crosscoder); "
+                        "sae: the features of one SAE (--sae) that fire more in the aligned model")
     p.add_argument("--base", required=True, help="the base model: zoo name, folder, .gguf or HF id")
     p.add_argument("--aligned", required=True, help="the aligned model (same architecture and tokenizer)")
     p.add_argument("--prompts", help=".txt/.jsonl file or builtin:harmful (default: an organism's ground-truth prompts)")
@@ -39,7 +41,8 @@ def register(subparsers) -> None:
                    help="positions the lens averages over (default: response with --continue-with, else last)")
     p.add_argument("--continue-with", choices=("aligned", "base"), help="append this model's greedy continuation")
     p.add_argument("--max-new-tokens", type=int, default=8)
-    p.add_argument("--sae", help="a SAELens SAE folder (SAE.load_from_disk) to rank features by change")
+    p.add_argument("--sae", help="an SAE run (name or path) or SAELens folder: with lens, features ranked by change "
+                                 "are added; --method sae diffs its features")
     p.add_argument("--top-k", type=int, default=25)
     p.add_argument("--crosscoder", help="--method crosscoder: a crosscoder folder or run (`harness crosscoder train`)")
     p.add_argument("--adl-positions", type=int, default=5, help="--method adl: first k positions of unrelated text")
@@ -59,7 +62,7 @@ def register(subparsers) -> None:
     s.set_defaults(func=cmd_score)
 
 
-METHODS = ("lens", "kl", "adl", "crosscoder")
+METHODS = ("lens", "kl", "adl", "crosscoder", "sae")
 
 
 def model_folder(source: str) -> Path | None:
@@ -111,6 +114,9 @@ def cmd_diff(args) -> int:
         store.check_available(args.name)
     if args.method == "crosscoder" and not args.crosscoder:
         raise ConfigError("--method crosscoder needs --crosscoder FOLDER_OR_RUN (train one with `harness crosscoder train`)")
+    if args.method == "sae" and not args.sae:
+        raise ConfigError("--method sae needs --sae RUN_OR_FOLDER (train one with `harness sae train`)")
+    sae = _load_sae(args) if args.sae else None  # a bad folder fails before any model loads
     if args.method != "lens":
         if args.prompts:
             from probes.prompt_sets import load_prompts
@@ -125,15 +131,14 @@ def cmd_diff(args) -> int:
     base = harness.load(args.base, device=args.device)
     aligned = harness.load(args.aligned, device=args.device)
     check_pair(base, aligned)  # before any work or run folder
+    if args.method == "sae":
+        from probes.sae.io import check_fits
+
+        check_fits(sae, aligned, check_fits(sae, base))  # an SAE of another hook or width: one line, no run
     if args.method != "lens":
-        return _other_method(args, store, base, aligned, sets)
+        return _other_method(args, store, base, aligned, sets, sae)
     from probes.diff import diff_models, lens_findings, write_diff
 
-    sae = None
-    if args.sae:
-        from sae_lens import SAE
-
-        sae = SAE.load_from_disk(args.sae, device=args.device)
     config = {k: v for k, v in vars(args).items() if k != "func"}
     with store.create("diff", name=args.name, command=command_line(), config=config) as run:
         with run.timer("diff"):
@@ -153,7 +158,16 @@ def cmd_diff(args) -> int:
     return 0
 
 
-def _other_method(args, store, base, aligned, sets) -> int:
+def _load_sae(args):
+    """--sae: a folder, or a bare name of a run in the runs folder (as `harness sae eval` reads it)."""
+    from apps.cli.options import out_folder
+    from probes.sae.io import load_sae
+
+    path = Path(args.sae).expanduser()
+    return load_sae(path if path.exists() else out_folder(args.sae, args.runs), device=args.device)
+
+
+def _other_method(args, store, base, aligned, sets, sae=None) -> int:
     from probes.findings import write_findings
 
     config = {k: v for k, v in vars(args).items() if k != "func"}
@@ -180,6 +194,16 @@ def _other_method(args, store, base, aligned, sets) -> int:
                 steer_on = (sets.get("control") or next(iter(sets.values())))[:4]
                 f = adl_findings(adl, base, aligned, steer_on, layer=layer, k=args.top_k, strength=args.adl_strength)
                 write_adl(adl, run)
+            elif args.method == "sae":
+                from probes.activations import format_prompts
+                from probes.adl import unrelated_texts
+                from probes.sae.findings import sae_findings
+
+                prompts, other = [p for v in sets.values() for p in v], unrelated_texts(32)
+                texts = format_prompts(base, prompts, chat_flag(args.chat), args.system) + other
+                # contexts name each prompt as written, not inside its chat template
+                f = sae_findings(sae, base, aligned, texts, shown=prompts + other, top=args.top_k,
+                                 batch_size=args.batch_size)
             else:
                 from probes.crosscoder.findings import crosscoder_findings
                 from probes.crosscoder.io import load_crosscoder
@@ -194,6 +218,9 @@ def _other_method(args, store, base, aligned, sets) -> int:
     print(f"method {args.method}: {len(f.tokens)} tokens, {len(f.latents)} latents, KL {f.kl or '-'}")
     if f.tokens:
         print(f"top tokens: {[t['token'] for t in f.tokens[:20]]}")
+    for x in f.latents[:5]:
+        example = f"; e.g. {' '.join(x['contexts'][0].split())[:80]!r}" if x.get("contexts") else ""
+        print(f"  latent {x['id']}: score {x['score']:.4g}{example}")
     for row in f.extra.get("steered", [])[:4]:
         print(f"  steered {row['model']}: {row['prompt']!r} -> {row['reply']!r}")
     print(f"run {run.path}")
