@@ -40,14 +40,13 @@ def scaling_figure(rows: list[dict], artefact_nu: float = 0.3) -> go.Figure:
             x=[_clip(r["nu_eps"]) for r in part], y=[_clip(r["nu_r"]) for r in part], mode="markers",
             name=f"{name} ({len(part)})", marker=dict(color=colour, size=9, opacity=0.8),
             customdata=[[r["id"], r["nu_eps"], r["nu_r"], r.get("relative_norm", float("nan"))] for r in part],
-            hovertemplate="latent %{customdata[0]}<br>nu_eps %{customdata[1]:.3g}, nu_r %{customdata[2]:.3g}<br>"
+            hovertemplate="latent %{customdata[0]}<br>ν_ε %{customdata[1]:.3g}, ν_r %{customdata[2]:.3g}<br>"
                           "relative norm %{customdata[3]:.3f}<extra></extra>"))
     fig.add_shape(type="rect", x0=-artefact_nu, y0=-artefact_nu, x1=artefact_nu, y1=artefact_nu,
                   line=dict(dash="dot", color="#555"))
-    fig.update_layout(title=f"Latent Scaling of {len(rows)} aligned-only candidates "
-                            f"(inside the box: |nu| <= {artefact_nu:g}, the base holds nothing along the latent)",
-                      xaxis_title="nu_eps = beta_eps(base) / beta_eps(aligned)",
-                      yaxis_title="nu_r = beta_r(base) / beta_r(aligned)", template="plotly_white", height=480)
+    fig.update_layout(title=f"Latent Scaling of {len(rows)} aligned-only candidates (box: |ν| <= {artefact_nu:g})",
+                      xaxis_title="ν_ε = β_ε(base) / β_ε(aligned)", yaxis_title="ν_r = β_r(base) / β_r(aligned)",
+                      template="plotly_white", height=480)
     return fig
 
 

@@ -30,7 +30,9 @@ st.caption(f"hooks `{', '.join(cfg['hooks']) or '?'}` · **{cfg['loss']}**"
            f"d_in **{cfg['d_in']}** · base `{run.models.get('base', '?')}` · aligned `{run.models.get('aligned', '?')}`")
 if run.train is not None and data.has(run.train.path, "metrics.json"):
     m = data.read_json(run.train.path, "metrics.json")
-    shown = [(f"explained variance ({k})", f"{v:.3f}") for k, v in (m.get("explained_variance") or {}).items()]
+    # keyed by the model names the crosscoder was trained with, in (base, aligned) order
+    shown = [(f"explained variance, {role}", f"{v:.3f}")
+             for role, v in zip(("base", "aligned"), (m.get("explained_variance") or {}).values())]
     shown += [(label, fmt.format(m[key])) for key, label, fmt in (("l0", "L0", "{:.1f}"), ("dead_fraction", "dead", "{:.1%}"))
               if isinstance(m.get(key), (int, float))]
     for col, (label, value) in zip(st.columns(max(1, len(shown))), shown):
@@ -54,6 +56,10 @@ else:
     # older findings carry only the kept latents' numbers; they are still worth a plot
     scaling = extra.get("scaling") or [{**x, "fired": True, "artefact": False} for x in latents]
     if scaling:
+        st.caption("For each candidate, the share of its direction that the base model's error (ν_ε) and "
+                   "reconstruction (ν_r) hold, relative to the aligned model's (Minder et al. 2025). A true aligned-only "
+                   "latent sits near 0 on both; one far along either axis was shrunk out of, or absorbed by another "
+                   "latent in, the base decoder: an artefact of the sparsity loss.")
         st.plotly_chart(crosscoderviews.scaling_figure(scaling, float(extra.get("artefact_nu", 0.3))), width="stretch",
                         key="cc_scaling")
     else:

@@ -33,7 +33,7 @@ else:
                    "(probes.findings.score_findings): was the implanted behaviour recovered, and on what evidence.")
         st.dataframe(scored, hide_index=True, width="stretch")
     else:
-        st.info("No diffing run has findings yet: `harness diff --method lens|kl|adl ...` then `harness diff-score RUN`, "
+        st.info("No diffing run has findings yet: `harness diff --method lens|kl|adl|sae|crosscoder ...` then `harness diff-score RUN`, "
                 "or `harness demo`.")
 
 st.divider()
