@@ -6,37 +6,17 @@ import html
 import math
 
 from evals.compare import metric_label
+from evals.results import EvalResults
 from harness.runs import Run
-
-
-def _scores(run: Run) -> dict[str, dict[str, dict[str, float]]]:
-    """model -> task -> metric -> value, from results/<model>.json."""
-    out: dict = {}
-    # The configured order: the first model is the baseline of every comparison.
-    order = list(run.manifest.get("config", {}).get("models", {}))
-    for stem in sorted((p.stem for p in (run.path / "results").glob("*.json")),
-                       key=lambda s: order.index(s) if s in order else len(order)):
-        results = run.read_json(f"results/{stem}.json").get("results", {})
-        out[stem] = {task: {metric_label(*(k.split(",", 1) + [None])[:2]): v for k, v in values.items()
-                            if isinstance(v, (int, float)) and not isinstance(v, bool) and "stderr" not in k
-                            and k != "sample_len"}
-                     for task, values in results.items()}
-    return out
-
-
-def _comparison(run: Run) -> dict:
-    return run.read_json("comparison.json") if (run.path / "comparison.json").is_file() else {"rows": []}
-
-
-def _kl(run: Run) -> dict:
-    return run.read_json("kl.json") if (run.path / "kl.json").is_file() else {}
 
 
 def build_report_html(run: Run) -> str:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    scores, comp, kl = _scores(run), _comparison(run), _kl(run)
+    results = EvalResults.of(run)
+    scores = {label: results.scores(label) for label in results.models()}
+    comp, kl = results.comparison(), results.kl()
     figures = []
     # One panel per task: every metric, one bar per model.
     tasks = sorted({t for per_model in scores.values() for t in per_model})
@@ -97,7 +77,9 @@ def print_summary(run: Run, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    scores, comp, kl = _scores(run), _comparison(run), _kl(run)
+    results = EvalResults.of(run)
+    scores = {label: results.scores(label) for label in results.models()}
+    comp, kl = results.comparison(), results.kl()
     diffs = {(r["task"], _label(r), r["other"]): r for r in comp.get("rows", [])}
     models = list(scores)
     table = Table(title=f"eval {run.name}")

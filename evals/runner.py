@@ -470,18 +470,12 @@ def _prompts(items: list[dict], limit: int) -> list[tuple[int, str]]:
 
 
 def _headline(run: Run) -> dict:
-    """Manifest metrics: each model's first metric per task."""
-    out = {}
-    for path in sorted((run.path / "results").glob("*.json")):
-        results = run.read_json(f"results/{path.name}").get("results", {})
-        for task, values in results.items():
-            for key, value in values.items():
-                if isinstance(value, (int, float)) and "stderr" not in key:
-                    from evals.compare import metric_label
+    """Manifest metrics: each model's metrics per task."""
+    from evals.results import EvalResults
 
-                    metric, _, flt = key.partition(",")
-                    out[f"{path.stem}/{task}/{metric_label(metric, flt)}"] = value
-    return out
+    results = EvalResults.of(run)
+    return {f"{label}/{task}/{metric}": value for label in results.models()
+            for task, values in results.scores(label).items() for metric, value in values.items()}
 
 
 def _say(console, text: str) -> None:

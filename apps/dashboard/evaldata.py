@@ -2,51 +2,39 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from apps.dashboard import data
+from evals.results import EvalResults
+
+
+def results(path: Path, manifest: dict | None = None) -> EvalResults:
+    """The run through evals.results (the one reader of the layout), with the cached loaders."""
+    return EvalResults(path, lambda rel, how: getattr(data, f"read_{how}")(path, rel), manifest)
 
 
 def models(path: Path, manifest: dict) -> list[str]:
-    """Model labels with results, in the configured order (the first is the baseline)."""
-    order = list((manifest.get("config") or {}).get("models") or {})
-    found = [p.stem for p in (Path(path) / "results").glob("*.json")]
-    return sorted(found, key=lambda s: (order.index(s) if s in order else len(order), s))
+    return results(path, manifest).models()
 
 
 def scores(path: Path, label: str) -> list[dict]:
-    """[{task, metric, value, ci_low, ci_high}] from lm-eval's results (CI = value +- 1.96 stderr)."""
-    results = data.read_json(path, f"results/{label}.json").get("results", {})
-    rows = []
-    for task, values in results.items():
-        for key, value in values.items():
-            metric, _, flt = key.partition(",")
-            if "stderr" in metric or metric in ("sample_len",) or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            stderr = values.get(f"{metric}_stderr,{flt}")
-            half = 1.96 * stderr if isinstance(stderr, (int, float)) and math.isfinite(stderr) else None
-            rows.append({"task": task, "metric": metric, "value": float(value),
-                         "ci_low": value - half if half is not None else None,
-                         "ci_high": value + half if half is not None else None})
-    return rows
+    return results(path).score_rows(label)
 
 
 def comparison(path: Path) -> dict:
-    return data.read_json(path, "comparison.json") if data.has(path, "comparison.json") else {"rows": []}
+    return results(path).comparison()
 
 
 def organism_suite(path: Path) -> dict | None:
-    """The organism's own suite (evals.organism_suite) when the run evaluated a model organism."""
-    return data.read_json(path, "organism_suite.json") if data.has(path, "organism_suite.json") else None
+    return results(path).organism_suite()
 
 
 def kl(path: Path) -> dict:
-    return data.read_json(path, "kl.json") if data.has(path, "kl.json") else {}
+    return results(path).kl()
 
 
 def tasks(path: Path, label: str) -> list[str]:
-    return sorted(p.stem for p in (Path(path) / "samples" / label).glob("*.jsonl"))
+    return results(path).tasks(label)
 
 
 def answer(item: dict) -> str:
@@ -87,9 +75,9 @@ def _metric_value(item: dict, metric: str):
 
 def changed_items(path: Path, task: str, base: str, other: str, metric: str) -> list[dict]:
     """Items whose metric value or answer differs between the two models, side by side."""
-    by_id = {it["doc_id"]: it for it in data.read_jsonl(path, f"samples/{other}/{task}.jsonl")}
+    by_id = {it["doc_id"]: it for it in results(path).samples(other, task)}
     rows = []
-    for b in data.read_jsonl(path, f"samples/{base}/{task}.jsonl"):
+    for b in results(path).samples(base, task):
         o = by_id.get(b["doc_id"])
         if o is None:
             continue

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from apps.dashboard import data, evaldata, figures, widgets
+from apps.dashboard import evaldata, figures, widgets
 
 st.title("Evaluation")
 widgets.sidebar()
@@ -70,11 +70,11 @@ c1, c2 = st.columns(2)
 task = c1.selectbox("Task", tasks, key="eval_task")
 metrics = list(dict.fromkeys(r["metric"] for r in pair_rows if r["task"] == task))
 if not metrics:
-    first = data.read_jsonl(path, f"samples/{base}/{task}.jsonl")
+    first = evaldata.results(path).samples(base, task)
     metrics = list((first[0].get("metrics") or {}) if first else {}) or ["acc"]
 metric = c2.selectbox("Metric", metrics, key="eval_metric")
 changed = evaldata.changed_items(path, task, base, other, metric)
-n_items = len(data.read_jsonl(path, f"samples/{base}/{task}.jsonl"))
+n_items = len(evaldata.results(path).samples(base, task))
 st.caption(f"{len(changed)} of {n_items} items differ between **{base}** and **{other}**")
 if not changed:
     st.stop()
