@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 
+from evals.results import EvalResults
 from evals.runner import run_eval
 from harness.errors import ConfigError
 from harness.recipes import RecipeSpec, train_recipe
@@ -36,7 +37,7 @@ def run_recipe(recipe: str | RecipeSpec, *, steps: int | None = None, cache_dir=
         result["timings"]["eval_s"] = time.perf_counter() - t0
         result["timings"]["total_s"] += result["timings"]["eval_s"]
         result["eval_run"] = run.path
-        result["comparison"] = run.read_json("comparison.json")["rows"]
+        result["comparison"] = EvalResults.of(run).comparison()["rows"]
     return result
 
 
