@@ -49,9 +49,10 @@ def _register_train(sub) -> None:
     p.add_argument("--hook", required=True, help="hook name, e.g. blocks.9.hook_resid_post")
     p.add_argument("--arch", default="topk", choices=ARCHS)
     p.add_argument("--d-sae", type=positive_int, required=True, help="number of features")
-    p.add_argument("--k", type=positive_int, default=None, 
-                   help="active features per token (top-k family; matching pursuit's cap)")
-    p.add_argument("--sparsity", type=float, default=None, help="L1 (standard, gated) or L0 (jumprelu) coefficient")
+    p.add_argument("--k", type=positive_int, default=None,
+                   help="active features per token: the top-k family's k, JumpReLU's target L0 (default 32), "
+                        "matching pursuit's cap")
+    p.add_argument("--sparsity", type=float, default=None, help="L1 (standard, gated) or L0-penalty (jumprelu) coefficient")
     p.add_argument("--tokens", type=token_count, required=True, help="training tokens (1M, 500k, 2e6 ok)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--corpus", help="train on the fly over this corpus: 'stdlib-docs', a file or folder, "
@@ -127,7 +128,7 @@ def _checked_name(name: str | None) -> str | None:
 
 def cmd_train(args) -> int:
     from harness.errors import ConfigError
-    from probes.sae import evaluate_sae, train_sae
+    from probes.sae import TrainSettings, evaluate_sae, train_sae
 
     if args.corpus and not args.model:
         raise ConfigError("--corpus trains on the fly and needs --model; or give --from-cache CACHE instead")
@@ -139,13 +140,14 @@ def cmd_train(args) -> int:
 
         cache = CachedActivations(cache)  # fail on a bad cache before anything slow
     model = _load(args) if args.model else None
-    result = train_sae(model, args.hook, arch=args.arch, d_sae=args.d_sae, k=args.k, sparsity=args.sparsity,
-                       tokens=args.tokens, corpus=args.corpus, cache=cache, out=args.out or _checked_name(args.name), runs=args.runs,
-                       batch_tokens=args.batch_tokens, lr=args.lr, context_length=args.context_length,
-                       seed=args.seed, lr_warm_up_steps=args.lr_warm_up_steps, autocast=args.autocast,
-                       skip_positions=args.skip_positions, exclude_special=not args.keep_special_tokens,
-                       norm_ratio=args.norm_ratio or None, max_norm=args.max_norm,
-                       checkpoint_every=args.checkpoint_every, log_every=args.log_every, command=command_line())
+    settings = TrainSettings(
+        arch=args.arch, d_sae=args.d_sae, k=args.k, sparsity=args.sparsity, tokens=args.tokens,
+        batch_tokens=args.batch_tokens, lr=args.lr, context_length=args.context_length, seed=args.seed,
+        lr_warm_up_steps=args.lr_warm_up_steps, autocast=args.autocast, skip_positions=args.skip_positions,
+        exclude_special=not args.keep_special_tokens, norm_ratio=args.norm_ratio or None, max_norm=args.max_norm,
+        checkpoint_every=args.checkpoint_every, log_every=args.log_every)
+    result = train_sae(model, args.hook, settings, corpus=args.corpus, cache=cache,
+                       out=args.out or _checked_name(args.name), runs=args.runs, command=command_line())
     print(f"SAE saved to {result.path}")
     for note in result.run.manifest.get("notes") or []:
         print(f"note: {note}")

@@ -13,8 +13,10 @@ from probes.sae.evaluate import SAEEval, evaluate_sae, heldout_tokens
 from probes.sae.features import FeatureReport, analyze_features, feature_acts, logit_effects
 from probes.sae.io import SAEError, check_fits, load_sae
 from probes.sae.outliers import NORM_RATIO, Exclusion
+from probes.sae.settings import TrainSettings
 from probes.sae.train import TrainResult, train_sae
 
-__all__ = ["ARCHITECTURES", "NORM_RATIO", "Exclusion", "FeatureDiff", "FeatureReport", "SAEError", "SAEEval", "TrainResult", "analyze_features",
+__all__ = ["ARCHITECTURES", "NORM_RATIO", "Exclusion", "FeatureDiff", "FeatureReport", "SAEError", "SAEEval", "TrainResult", "TrainSettings",
+           "analyze_features",
            "check_fits", "diff_features", "evaluate_sae", "feature_acts", "heldout_tokens", "load_sae",
            "logit_effects", "sae_config", "train_sae"]

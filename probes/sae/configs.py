@@ -2,9 +2,10 @@
 
     sae_config("topk", d_in=576, d_sae=4608, k=32)
     sae_config("standard", d_in=64, d_sae=256, sparsity=5.0)     # sparsity = l1_coefficient
-    sae_config("jumprelu", d_in=64, d_sae=256, sparsity=1.0)     # sparsity = l0_coefficient
+    sae_config("jumprelu", d_in=64, d_sae=256, k=32)             # k = target L0, sparsity = l0_coefficient
 
-`k` is the L0 target of the top-k family (and the iteration cap of matching pursuit);
+`k` is the L0 target of the top-k family and of JumpReLU (its quadratic L0 penalty, and the
+thresholds' starting point: see jumprelu_init.py), and the iteration cap of matching pursuit;
 `sparsity` is the penalty coefficient of the penalised ones. Anything else goes to the config
 class as is (`extra`), after checking it names a real field.
 """
@@ -19,6 +20,7 @@ ARCHITECTURES = ("standard", "gated", "topk", "abstopk", "jumprelu", "batchtopk"
                  "matching_pursuit")
 TOPK_FAMILY = ("topk", "abstopk", "batchtopk", "matryoshka_batchtopk")
 PENALISED = {"standard": "l1_coefficient", "gated": "l1_coefficient", "jumprelu": "l0_coefficient"}
+TARGET_L0 = {"matching_pursuit": "max_iterations", "jumprelu": "target_l0"}  # what k sets besides top-k
 DEFAULT_K = 32
 DEFAULT_SPARSITY = {"standard": 5.0, "gated": 5.0, "jumprelu": 1.0}
 
@@ -41,13 +43,21 @@ def sae_config(arch: str, d_in: int, d_sae: int, *, k: int | None = None, sparsi
     if d_in < 1 or d_sae < 1:
         raise ConfigError(f"d_in ({d_in}) and d_sae ({d_sae}) must be positive")
     kwargs: dict = dict(d_in=d_in, d_sae=d_sae, normalize_activations=normalize, device=device)
-    if arch in TOPK_FAMILY or arch == "matching_pursuit":
+    if arch in TOPK_FAMILY or arch in TARGET_L0:
         k = DEFAULT_K if k is None else int(k)
         if not 0 < k <= d_sae:
             raise ConfigError(f"k ({k}) must be between 1 and d_sae ({d_sae})")
-        kwargs["max_iterations" if arch == "matching_pursuit" else "k"] = k
+        kwargs[TARGET_L0.get(arch, "k")] = k
     elif k is not None:
-        raise ConfigError(f"{arch} SAEs have no k; set their L1/L0 penalty with sparsity= (--sparsity) instead")
+        raise ConfigError(f"{arch} SAEs have no k; set their L1 penalty with sparsity= (--sparsity) instead")
+    if arch == "jumprelu":
+        # Gemma Scope 2's quadratic penalty around a target L0 (k): the L0 the run asks for, not
+        # whatever an L0 coefficient happens to give; extra= can still choose "step" or "tanh".
+        kwargs["jumprelu_sparsity_loss_mode"] = "quadratic"
+        # The penalty's gradient reaches the encoder too (Anthropic's setup), not the thresholds
+        # alone: otherwise the reconstruction loss grows every pre-activation far faster than
+        # Adam moves a threshold (SmolLM2, 200k tokens: L0 2,000 of 2,304 instead of 39).
+        kwargs["jumprelu_ste_to_input"] = True
     if arch in PENALISED:
         kwargs[PENALISED[arch]] = DEFAULT_SPARSITY[arch] if sparsity is None else float(sparsity)
     elif sparsity is not None:

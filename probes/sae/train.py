@@ -45,10 +45,11 @@ import torch
 from harness.errors import ConfigError, RunError
 from probes.sae.checkpoint import Checkpoints
 from probes.sae.configs import sae_config
+from probes.sae.jumprelu_init import start_thresholds_at_target_l0
 from probes.sae.io import SAE_SUBDIR, hook_width
-from probes.sae.outliers import DEFAULT_SKIP_POSITIONS, NORM_RATIO, Exclusion, check_settings, choose, \
-    special_token_ids
+from probes.sae.outliers import Exclusion, check_settings, choose, special_token_ids
 from probes.sae.progress import Progress
+from probes.sae.settings import TrainSettings
 
 NORM_SAMPLE_CONTEXTS = 64  # contexts the outlier threshold (norm_ratio x median norm) is measured on
 
@@ -67,65 +68,50 @@ class TrainResult:
         return self.run.path / SAE_SUBDIR
 
 
-def train_sae(model, hook: str, *, arch: str = "topk", d_sae: int, tokens: int, corpus=None, cache=None,
-              out=None, runs=None, k: int | None = None, sparsity: float | None = None, lr: float = 1e-3,
-              batch_tokens: int = 4096, context_length: int = 128, normalize: str = "expected_average_only_in",
-              lr_warm_up_steps: int = 0, lr_decay_steps: int | None = None, seed: int = 0, log_every: int = 50,
-              autocast: bool = False, skip_positions: int = DEFAULT_SKIP_POSITIONS, exclude_special=True,
-              norm_ratio: float | None = NORM_RATIO, max_norm: float | None = None,
-              checkpoint_every: int | None = None, progress: bool = True, extra: dict | None = None,
-              command: str | None = None) -> TrainResult:
+def train_sae(model, hook: str, settings: TrainSettings | None = None, *, corpus=None, cache=None, out=None,
+              runs=None, command: str | None = None, **overrides) -> TrainResult:
     """Train one SAE on `hook` (see the module docstring); give exactly one of corpus / cache.
-
-    Exclusion (defaults leave attention sinks and outliers out; see probes.sae.outliers):
-    skip_positions=n leaves out the first n positions of every context (SAELens's seqpos_slice);
-    exclude_special=True leaves out the tokenizer's special tokens (a list: those ids; False: none;
-    from a cache the ids come from `model`'s tokenizer when a model is given); norm_ratio=r leaves
-    out tokens whose activation norm exceeds r x the median norm (None: no norm rule), and
-    max_norm=x sets that threshold directly instead. Evaluation keeps left-out positions clean.
-    checkpoint_every: steps between checkpoints when training from a cache (default: a tenth of
-    the run). lr defaults to 1e-3: at the few hundred steps a CPU budget allows, 3e-4 leaves a
-    SmolLM2 BatchTopK SAE undertrained (400k tokens: CE recovered 0.55, EV < 0, L0 455 at
-    inference) where 1e-3 reaches CE recovered 0.90 at L0 19."""
+    `settings` (probes.sae.settings.TrainSettings) says what to train; keyword `overrides` replace
+    its fields (`d_sae=`, `tokens=`, `arch=`, ...). Evaluation keeps left-out positions clean."""
+    s = TrainSettings.of(settings, overrides)
     if (corpus is None) == (cache is None):
         raise ConfigError("give either a corpus (train on the fly) or a cache (train from cached activations), "
                           "not both")
-    if tokens < batch_tokens:
-        raise ConfigError(f"tokens ({tokens}) must be at least one batch ({batch_tokens} tokens)")
-    check_settings(skip_positions, norm_ratio, max_norm)
-    torch.manual_seed(seed)
+    if s.tokens < s.batch_tokens:
+        raise ConfigError(f"tokens ({s.tokens}) must be at least one batch ({s.batch_tokens} tokens)")
+    check_settings(s.skip_positions, s.norm_ratio, s.max_norm)
+    torch.manual_seed(s.seed)
     source = _CacheSource(cache, hook, model) if cache is not None else \
-        _ModelSource(model, hook, corpus, context_length, tokens // batch_tokens * batch_tokens)
-    if skip_positions >= source.context_length:
-        raise ConfigError(f"skip_positions ({skip_positions}) leaves nothing of a {source.context_length}-token context")
-    if exclude_special is True:
+        _ModelSource(model, hook, corpus, s.context_length, s.tokens // s.batch_tokens * s.batch_tokens)
+    if s.skip_positions >= source.context_length:
+        raise ConfigError(f"skip_positions ({s.skip_positions}) leaves nothing of a {source.context_length}-token context")
+    if s.exclude_special is True:
         special = special_token_ids(source.tokenizer)
-    elif exclude_special:
-        special = tuple(sorted(int(t) for t in exclude_special))
+    elif s.exclude_special:
+        special = tuple(sorted(int(t) for t in s.exclude_special))
     else:
         special = ()
-    steps = tokens // batch_tokens
-    if lr_decay_steps is None:
-        lr_decay_steps = steps // 5  # the last fifth anneals: cheap, reliably lowers the final loss
-    if checkpoint_every is None:
-        checkpoint_every = max(1, steps // 10)
-    sae_cfg = sae_config(arch, source.d_in, d_sae, k=k, sparsity=sparsity, normalize=normalize, extra=extra,
+    steps = s.tokens // s.batch_tokens
+    # the last fifth anneals: cheap, reliably lowers the final loss
+    lr_decay_steps = steps // 5 if s.lr_decay_steps is None else s.lr_decay_steps
+    checkpoint_every = max(1, steps // 10) if s.checkpoint_every is None else s.checkpoint_every
+    sae_cfg = sae_config(s.arch, source.d_in, s.d_sae, k=s.k, sparsity=s.sparsity, normalize=s.normalize, extra=s.extra,
                          device=source.device, steps=steps)
-    config = {"hook": hook, "arch": arch, "d_in": source.d_in, "d_sae": d_sae, "k": k, "sparsity": sparsity,
-              "tokens": steps * batch_tokens, "batch_tokens": batch_tokens, "steps": steps, "lr": lr,
-              "lr_warm_up_steps": lr_warm_up_steps, "lr_decay_steps": lr_decay_steps,
-              "normalize": normalize, "autocast": autocast, "skip_positions": skip_positions,
-              "exclude_special": list(special), "norm_ratio": norm_ratio, "max_norm": max_norm,
-              "context_length": source.context_length, "source": source.describe(), "extra": extra or {}}
-    run, resumed = _open_run(out, runs, config, seed, command)
+    config = {"hook": hook, "arch": s.arch, "d_in": source.d_in, "d_sae": s.d_sae, "k": s.k, "sparsity": s.sparsity,
+              "tokens": steps * s.batch_tokens, "batch_tokens": s.batch_tokens, "steps": steps, "lr": s.lr,
+              "lr_warm_up_steps": s.lr_warm_up_steps, "lr_decay_steps": lr_decay_steps,
+              "normalize": s.normalize, "autocast": s.autocast, "skip_positions": s.skip_positions,
+              "exclude_special": list(special), "norm_ratio": s.norm_ratio, "max_norm": s.max_norm,
+              "context_length": source.context_length, "source": source.describe(), "extra": s.extra or {}}
+    run, resumed = _open_run(out, runs, config, s.seed, command)
     with run:
         for name, identity in source.models().items():
             run.add_model(name, identity)
         for stale in run.path.glob(".saelens-*"):  # a killed attempt's SAELens scratch
             shutil.rmtree(stale, ignore_errors=True)
-        exclusion = source.exclusion(skip_positions, special, norm_ratio, max_norm)
-        cfg = _runner_config(sae_cfg, source, hook, steps * batch_tokens, batch_tokens, lr, lr_warm_up_steps,
-                             lr_decay_steps, seed, autocast, exclusion)
+        exclusion = source.exclusion(s.skip_positions, special, s.norm_ratio, s.max_norm)
+        cfg = _runner_config(sae_cfg, source, hook, steps * s.batch_tokens, s.batch_tokens, s.lr, s.lr_warm_up_steps,
+                             lr_decay_steps, s.seed, s.autocast, exclusion)
         run.manifest["exclusion"] = {**exclusion.describe(), "why": _why(exclusion, source.tokenizer is None)}
         run.save_manifest()
         checkpoints = Checkpoints(run.path, checkpoint_every)
@@ -133,8 +119,8 @@ def train_sae(model, hook: str, *, arch: str = "topk", d_sae: int, tokens: int, 
         try:
             cfg.output_path, cfg.checkpoint_path = str(scratch / "sae"), str(scratch / "checkpoints")
             started = time.perf_counter()
-            sae, monitor, counts, resumed_at = source.train(cfg, steps, batch_tokens, log_every, progress, exclusion,
-                                                            normalize, checkpoints)
+            sae, monitor, counts, resumed_at = source.train(cfg, steps, s.batch_tokens, s.log_every, s.progress, exclusion,
+                                                            s.normalize, checkpoints)
             seconds = time.perf_counter() - started
             _store(run, scratch / "sae")
         finally:
@@ -144,12 +130,11 @@ def train_sae(model, hook: str, *, arch: str = "topk", d_sae: int, tokens: int, 
         run.manifest["excluded"] = counts
         if resumed:
             run.manifest["resumes"][-1]["from_step"] = resumed_at
-        notes = run.manifest.setdefault("notes", [])
-        notes.append(_excluded_note(counts, exclusion))
+        run.add_note(_excluded_note(counts, exclusion))
         checkpoints.remove_all()  # training state is only kept while a run can still resume
         final = {f"train/{key}": v for key, v in monitor.last.items() if key not in ("step", "seconds")}
-        run.finish("complete", metrics={**final, "train/tokens_per_s": steps * batch_tokens / max(seconds, 1e-9)})
-    return TrainResult(sae, run, monitor.history, steps * batch_tokens, seconds)
+        run.finish("complete", metrics={**final, "train/tokens_per_s": steps * s.batch_tokens / max(seconds, 1e-9)})
+    return TrainResult(sae, run, monitor.history, steps * s.batch_tokens, seconds)
 
 
 def _why(ex: Exclusion, no_tokenizer: bool) -> dict:
@@ -339,6 +324,7 @@ class _ModelSource:
             runner = LanguageModelSAETrainingRunner(cfg, override_model=self.model, override_dataset=dataset)
         ex.record(runner.sae)
         _record_normalisation(runner.sae, normalize)
+        _start_thresholds(runner.sae)
         counts = {"position": 0, "special": 0, "norm": 0, "kept": 0}
         runner.activations_store = _NormFilter(runner.activations_store, ex.max_norm, batch_tokens, counts)
         monitor = Progress(runner.sae, steps, batch_tokens, log_every, progress)
@@ -463,6 +449,8 @@ class _CacheSource:
             resumed_at = state["step"]
             if progress:
                 print(f"resuming from checkpoint at step {resumed_at}/{steps}")
+        else:
+            _start_thresholds(sae)  # a resumed run's thresholds come from its checkpoint
 
         def maybe_checkpoint():
             done = trainer.n_training_steps
@@ -473,6 +461,13 @@ class _CacheSource:
         sae = trainer.fit()
         _save(sae, cfg, trainer)
         return sae, monitor, counts, resumed_at
+
+
+def _start_thresholds(sae) -> None:
+    """JumpReLU: every latent's threshold starts at its target-L0 quantile (see jumprelu_init)."""
+    target = getattr(sae.cfg, "target_l0", None)
+    if hasattr(sae, "threshold") and target:
+        start_thresholds_at_target_l0(sae, target)
 
 
 def _set_metadata(sae, cfg) -> None:
