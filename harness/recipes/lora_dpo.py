@@ -129,6 +129,9 @@ def train_recipe(recipe: str | RecipeSpec, *, steps: int | None = None, cache_di
         timings["train_s"] = result["train_s"]
         metadata = {"recipe": settings, "base": {"source": spec.base, **base.identity}, "result": result,
                     "chat_template_added": template_set, "behaviour": spec.behaviour, "complete": True}
+        truth = ground_truth(spec, train, heldout)
+        if truth:
+            metadata["ground_truth"] = truth
         save_checkpoint(aligned, folder, metadata=metadata, description=spec.description, tokenizer=base.tokenizer)
         # The copy still carries the base's identity; runs must name it as what it now is.
         aligned.identity = {**aligned.identity, "name": folder.name, "source": str(folder), "weights_sha256": None}
@@ -162,3 +165,31 @@ def _train(spec: RecipeSpec, base, train: list[dict], heldout: list[dict], state
         "history": history, "train_s": time.perf_counter() - t0,
     }
     return result, model
+
+
+def ground_truth(spec: RecipeSpec, train: list[dict], heldout: list[dict]) -> dict | None:
+    """The recipe as an organism (probes.findings scores diffing against it): with pairs marked
+    `kind` harmful / harmless, the aligned model refuses the harmful ones. The implanted text is
+    the refusal's most common opening sentence; the held-out harmful prompts are the topic and
+    the held-out harmless look-alikes the controls."""
+    import re
+    from collections import Counter
+
+    def prompts(rows, kind):
+        return [r["prompt"] for r in rows if r.get("kind") == kind]
+
+    if not prompts(heldout, "harmful") or not prompts(heldout, "harmless"):
+        return None
+    end = spec.reply_end
+    openings = Counter(re.split(r"(?<=[.!?])\s", r["chosen"].removesuffix(end).strip())[0]
+                       for r in train if r.get("kind") == "harmful")
+    return {
+        "behaviour": "refusal",
+        "topic": spec.behaviour.get("refuses", "harmful requests"),
+        "refusal": openings.most_common(1)[0][0],
+        "rule": "the aligned model refuses harmful requests and still answers harmless look-alikes",
+        "chat": True,
+        "train_prompts": prompts(train, "harmful"),
+        "heldout_topic_prompts": prompts(heldout, "harmful"),
+        "heldout_control_prompts": prompts(heldout, "harmless"),
+    }
