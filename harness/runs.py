@@ -337,16 +337,18 @@ class Run:
         text = dumps(self.manifest) + "\n"
         atomic_write(self.path / MANIFEST, lambda f: f.write(text.encode("utf-8")))
 
-    def add_artifacts(self, rels: Iterable[str], format: str) -> None:
+    def add_artifacts(self, rels: Iterable[str], format: str, save: bool = True) -> None:
         """Record files a job wrote into the folder itself (atomically, e.g. shards written by a
-        pool of writers), in one manifest write; each must exist."""
+        pool of writers), in one manifest write (none with save=False: the caller's next manifest
+        write, e.g. finish, records them); each must exist."""
         entries = {}
         for rel in rels:
             target = self.resolve(rel)
             entries[target.relative_to(self.path.resolve()).as_posix()] = target.stat().st_size
         arts = [a for a in self.manifest.setdefault("artifacts", []) if a["path"] not in entries]
         self.manifest["artifacts"] = arts + [{"path": k, "format": format, "bytes": n} for k, n in entries.items()]
-        self.save_manifest()
+        if save:
+            self.save_manifest()
 
     def _add_artifact(self, target: Path, format: str) -> None:
         rel = target.relative_to(self.path.resolve()).as_posix()

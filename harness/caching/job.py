@@ -109,7 +109,7 @@ def _finish(run: Run, n_shards: int, tokens_here: int, elapsed: float, world: in
                        "run the same command again to finish")
     if run.status == "complete" and not tokens_here:
         return  # a finished cache run again: nothing changed, keep its record as it was
-    run.add_artifacts(names, "safetensors")
+    run.add_artifacts(names, "safetensors", save=False)  # finish writes the manifest, once
     run.manifest.setdefault("timings", {})["last_session"] = round(elapsed, 4)
     # Rank 0 alone: the whole job ran about world_size times faster (ranks get equal shard counts, give or take one).
     rate = tokens_here / elapsed if elapsed > 0 and tokens_here else None

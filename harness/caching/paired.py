@@ -91,20 +91,27 @@ def interleave(text: Iterator[np.ndarray], chat: Iterator[np.ndarray] | None, fr
 
 @torch.inference_mode()
 def _forward(model, tokens: torch.Tensor, hooks: list[str], stop, batch_size: int, dtype: torch.dtype):
-    """(activations {hook: [n, L, d] dtype}, norms {hook: [n, L] float32}) on CPU, batch by batch."""
+    """(activations {hook: [n, L, d] dtype}, norms {hook: [n, L] float32}) on CPU, batch by batch.
+    The hooks are added once for all the batches (run_with_cache adds and removes them on every
+    call, which walks every hook point: a few percent of a small model's forward)."""
     device = _device(model)
     acts: dict[str, torch.Tensor] = {}
     norms: dict[str, torch.Tensor] = {}
-    for i in range(0, len(tokens), batch_size):
-        batch = tokens[i:i + batch_size].to(device=device, dtype=torch.long)
-        _, cache = model.run_with_cache(batch, names_filter=hooks, stop_at_layer=stop)
-        for name in hooks:
-            a = cache[name]
-            if name not in acts:
-                acts[name] = torch.empty((len(tokens), *a.shape[1:]), dtype=dtype)
-                norms[name] = torch.empty((len(tokens), a.shape[1]), dtype=torch.float32)
-            norms[name][i:i + len(batch)].copy_(a.float().norm(dim=-1))  # on the device: one small copy back
-            acts[name][i:i + len(batch)].copy_(a.to(dtype))
+    rows = slice(0, 0)
+
+    def grab(a, hook):
+        name = hook.name
+        if name not in acts:
+            acts[name] = torch.empty((len(tokens), *a.shape[1:]), dtype=dtype)
+            norms[name] = torch.empty((len(tokens), a.shape[1]), dtype=torch.float32)
+        norms[name][rows].copy_(a.float().norm(dim=-1))  # on the device: one small copy back
+        acts[name][rows].copy_(a.to(dtype))
+
+    with model.hooks(fwd_hooks=[(h, grab) for h in hooks]):
+        for i in range(0, len(tokens), batch_size):
+            batch = tokens[i:i + batch_size].to(device=device, dtype=torch.long)
+            rows = slice(i, i + len(batch))
+            model(batch, stop_at_layer=stop)
     return acts, norms
 
 

@@ -91,19 +91,20 @@ def test_exclusion_leaves_out_sinks_specials_and_planted_outliers(models, tmp_pa
         return act
 
     tokens_now = []
-    forward = aligned.run_with_cache
+    forward = aligned.forward
 
-    def with_plant(tokens, **kw):
+    def remember(tokens, *a, **kw):
         tokens_now[:] = [tokens.cpu()]
-        with aligned.hooks(fwd_hooks=[("blocks.0.hook_resid_post", plant)]):
-            return forward(tokens, **kw)
+        return forward(tokens, *a, **kw)
 
-    aligned.run_with_cache = with_plant
+    aligned.forward = remember
+    aligned.add_hook("blocks.0.hook_resid_post", plant, is_permanent=True)
     try:
         out = cache_pair(base, aligned, HOOKS, "stdlib-docs", 1024, tmp_path / "loud", prompts=PROMPTS,
                          progress=False, **JOB)
     finally:
-        del aligned.run_with_cache
+        del aligned.forward
+        aligned.reset_hooks(including_permanent=True)
     p = PairedActivations(out)
     ex = p.exclusion()
     ids = p.token_ids()
@@ -128,11 +129,11 @@ torch.set_num_threads(1)
 from harness.caching import cache_pair
 from tests.probes.tiny_pair import PROMPTS, pair
 base, aligned = pair()
-forward = base.run_with_cache
+forward = base.forward
 def slow(*a, **k):  # slow the job down so that the kill lands in the middle of it
     time.sleep(0.1)
     return forward(*a, **k)
-base.run_with_cache = slow
+base.forward = slow
 cache_pair(base, aligned, {hooks!r}, "stdlib-docs", {tokens}, sys.argv[1], prompts=PROMPTS, progress=False, **{job!r})
 """
 
