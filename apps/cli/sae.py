@@ -104,7 +104,7 @@ def _register_features(sub) -> None:
     p = sub.add_parser("features", help="top contexts, histograms and logit effects of SAE features",
                        description="Analyse SAE features and store them in the SAE's run for the dashboard.")
     _common(p, model_required=True)
-    p.add_argument("--sae", required=True, help="SAE run (name or folder)")
+    p.add_argument("--sae", required=True, help="SAE run (name or folder) or a SAELens SAE folder")
     p.add_argument("--hook", help="default: the hook recorded in the SAE")
     p.add_argument("--corpus", default="stdlib-docs")
     p.add_argument("--tokens", type=token_count, default=20_000)
@@ -180,9 +180,7 @@ def cmd_eval(args) -> int:
     override = dict(skip_positions=0, max_norm=0, exclude_special=False) if args.all_positions else {}
     ev = evaluate_sae(sae, model, args.hook, corpus=args.corpus, n_tokens=args.tokens,
                       context_length=args.context_length, batch_size=args.batch_size, progress=True, **override)
-    run = _sae_run(args)
-    if run is not None:
-        ev.write(run, "eval_all_positions" if args.all_positions else "eval")
+    ev.write(_sae_run(args, model), "eval_all_positions" if args.all_positions else "eval")
     _print_metrics(ev.metrics)
     return 0
 
@@ -195,9 +193,7 @@ def cmd_features(args) -> int:
     features = int(args.features) if args.features.isdigit() else [int(f) for f in args.features.split(",") if f]
     report = analyze_features(sae, model, args.hook, corpus=args.corpus, n_tokens=args.tokens,
                               context_length=args.context_length, features=features, top_k=args.top_k)
-    run = _sae_run(args)
-    if run is not None:
-        report.write(run)
+    report.write(_sae_run(args, model))
     for row in report.features:
         up = ", ".join(repr(t) for t, _ in row["logits"]["promoted"][:5])
         print(f"feature {row['feature']}: density {row['density']:.4f}  promotes {up}")
@@ -211,15 +207,20 @@ def _sae_path(args):
     return p if p.exists() else out_folder(args.sae, args.runs)
 
 
-def _sae_run(args):
-    """The SAE's run, when the SAE lives in one (results are stored there), else None."""
+def _sae_run(args, model=None):
+    """The SAE's run: the one it lives in, or, for a folder made elsewhere (SAELens's format), a
+    run it is adopted into (probes.sae.adopt), so results are kept and the dashboard lists it."""
     from harness.runs import MANIFEST, RunStore
+    from probes.sae.adopt import adopt_sae
 
     path = _sae_path(args)
     folder = path if (path / MANIFEST).exists() else path.parent
-    if not (folder / MANIFEST).exists():
-        return None
-    return RunStore(folder.parent).open(folder)
+    if (folder / MANIFEST).exists():
+        return RunStore(folder.parent).open(folder)
+    run = adopt_sae(path, RunStore(args.runs), name=_checked_name(getattr(args, "name", None)),
+                    command=command_line(), model=model)
+    print(f"adopted the SAE into run {run.name} ({run.path})")
+    return run
 
 
 HEADLINE = ("explained_variance", "ce_loss_recovered", "kl_div", "l0", "mse")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.errors import HarnessError
+from harness.progress import progress
 from probes.sae.evaluate import heldout_tokens
 from probes.sae.io import check_fits, hook_width  # noqa: F401  (hook_width re-exported for callers)
 
@@ -82,7 +83,8 @@ def logit_effects(sae, model, feature: int, top_n: int = 10) -> dict:
 
 def analyze_features(sae, model, hook: str | None = None, *, tokens=None, corpus="stdlib-docs",
                      n_tokens: int = 20_000, context_length: int = 128, features=10, top_k: int = 8,
-                     bins: int = 30, batch_size: int = 8, logit_top_n: int = 10) -> FeatureReport:
+                     bins: int = 30, batch_size: int = 8, logit_top_n: int = 10,
+                     show_progress: bool | None = None) -> FeatureReport:
     hook = check_fits(sae, model, hook)
     if tokens is None:
         tokens = heldout_tokens(model, corpus, n_tokens, context_length, split="all")
@@ -92,7 +94,7 @@ def analyze_features(sae, model, hook: str | None = None, *, tokens=None, corpus
     # Per context, each feature's max activation: kept for all contexts ([n, d_sae] floats is small).
     ctx_max = torch.empty(len(tokens), d_sae)
     hist = torch.zeros(d_sae * bins, dtype=torch.long)
-    for i in range(0, len(tokens), batch_size):
+    for i in progress(range(0, len(tokens), batch_size), desc="scanning features", unit="batch", show=show_progress):
         acts = feature_acts(sae, model, hook, tokens[i:i + batch_size])
         fired += (acts != 0).sum((0, 1)).double()
         total += acts.sum((0, 1)).double()
@@ -103,7 +105,7 @@ def analyze_features(sae, model, hook: str | None = None, *, tokens=None, corpus
     chosen = _choose(features, density)
     hist = hist.view(d_sae, bins)
     rows = [_feature_row(sae, model, hook, tokens, ctx_max, hist[f], f, density, mean_act, top_k, logit_top_n)
-            for f in chosen]
+            for f in progress(chosen, desc="top contexts", unit="feature", show=show_progress)]
     return FeatureReport(hook, n, density, mean_act, rows)
 
 
