@@ -10,7 +10,6 @@ and every later load is a plain `from_pretrained(folder)` taking about a second.
     model = AutoModelForCausalLM.from_pretrained(folder)
 """
 
-import hashlib
 import json
 import math
 import os
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 from harness.errors import CheckpointError, UnsupportedArchitectureError
+from harness.identity import file_sha256 as file_sha256_uncached
 from harness.paths import cache_root
 
 GGUF_MAGIC = b"GGUF"
@@ -28,14 +28,6 @@ GGUF_MAGIC = b"GGUF"
 
 # -----------------------------------------------------------------------------
 # hashing, with a sidecar so a 100+ MB file is read once, not on every load
-
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
 
 def _sidecar(cache_dir) -> Path:
     return cache_root(cache_dir) / "gguf" / "sha256.json"
@@ -69,7 +61,7 @@ def file_sha256(path, cache_dir=None) -> str:
     path = Path(path).resolve()
     digest = cached_sha256(path, cache_dir)
     if digest is None:
-        digest = _hash_file(path)
+        digest = file_sha256_uncached(path)
         sidecar = _sidecar(cache_dir)
         try:
             table = json.loads(sidecar.read_text())

@@ -9,6 +9,15 @@ import hashlib
 import torch
 
 
+def file_sha256(path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks (a weights file can be gigabytes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def weights_sha256(model: torch.nn.Module) -> str:
     """sha256 over the model's state (names, dtypes, shapes, bytes), independent of its source."""
     digest = hashlib.sha256()

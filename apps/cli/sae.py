@@ -86,14 +86,19 @@ def _register_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def _register_eval(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate an SAE on held-out text",
-                       description="L0, explained variance, MSE, dead/dense fractions, CE loss recovered and KL.")
+def _reading_an_sae(p, tokens: int) -> None:
+    """What `sae eval` and `sae features` share: a model, an SAE, its hook and the text read."""
     _common(p, model_required=True)
     p.add_argument("--sae", required=True, help="SAE run (name or folder) or a SAELens SAE folder")
     p.add_argument("--hook", help="default: the hook recorded in the SAE")
     p.add_argument("--corpus", default="stdlib-docs")
-    p.add_argument("--tokens", type=token_count, default=8192)
+    p.add_argument("--tokens", type=token_count, default=tokens)
+
+
+def _register_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate an SAE on held-out text",
+                       description="L0, explained variance, MSE, dead/dense fractions, CE loss recovered and KL.")
+    _reading_an_sae(p, tokens=8192)
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--all-positions", action="store_true",
                    help="evaluate on every position, sinks and outliers included (not what the SAE was trained for)")
@@ -103,11 +108,7 @@ def _register_eval(sub) -> None:
 def _register_features(sub) -> None:
     p = sub.add_parser("features", help="top contexts, histograms and logit effects of SAE features",
                        description="Analyse SAE features and store them in the SAE's run for the dashboard.")
-    _common(p, model_required=True)
-    p.add_argument("--sae", required=True, help="SAE run (name or folder) or a SAELens SAE folder")
-    p.add_argument("--hook", help="default: the hook recorded in the SAE")
-    p.add_argument("--corpus", default="stdlib-docs")
-    p.add_argument("--tokens", type=token_count, default=20_000)
+    _reading_an_sae(p, tokens=20_000)
     p.add_argument("--features", default="10", help="N (the N most active) or a comma-separated list of indices")
     p.add_argument("--top-k", type=positive_int, default=8, help="top contexts per feature")
     p.set_defaults(func=cmd_features)

@@ -11,22 +11,13 @@ weights again reopens that run instead of making another.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-from pathlib import Path
 
+from harness.identity import file_sha256
 from probes.sae.io import CFG_FILE, SAE_SUBDIR, WEIGHTS_FILE, read_cfg, sae_folder
 
 KIND = "sae"
 SAELENS_FILES = (CFG_FILE, WEIGHTS_FILE, "sparsity.safetensors", "runner_cfg.json")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def adopt_sae(path, store, name: str | None = None, command: str | None = None, model=None):
@@ -35,7 +26,7 @@ def adopt_sae(path, store, name: str | None = None, command: str | None = None, 
     folder = sae_folder(path)
     cfg = read_cfg(folder)
     meta = cfg.get("metadata") or {}
-    digest = _sha256(folder / WEIGHTS_FILE) if (folder / WEIGHTS_FILE).is_file() else None
+    digest = file_sha256(folder / WEIGHTS_FILE) if (folder / WEIGHTS_FILE).is_file() else None
     for info in store.list():  # the same weights adopted before: that run
         config = (info.manifest or {}).get("config") or {}
         if info.kind == KIND and config.get("adopted_from") and config.get("weights_sha256") == digest:

@@ -134,8 +134,8 @@ def test_missing_junk_and_truncated_gguf_raise_checkpoint_error(tmp_path):
 
 def test_hash_is_cached_per_path_size_and_mtime(tmp_path, monkeypatch):
     calls = []
-    real = gguf_convert._hash_file
-    monkeypatch.setattr(gguf_convert, "_hash_file", lambda p: calls.append(p) or real(p))
+    real = gguf_convert.file_sha256_uncached
+    monkeypatch.setattr(gguf_convert, "file_sha256_uncached", lambda p: calls.append(p) or real(p))
     f = tmp_path / "weights.bin"
     f.write_bytes(b"abc" * 1000)
     d1 = gguf_convert.file_sha256(f, cache_dir=tmp_path)
