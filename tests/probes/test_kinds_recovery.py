@@ -9,13 +9,18 @@ import harness
 from probes.adl import activation_difference, adl_findings, unrelated_texts
 from probes.diff import diff_models, kl_findings, lens_findings
 from probes.findings import prompt_sets, score_findings
-from tests.organisms.small_kinds import built
+from tests.organisms.small_kinds import built, one_thread
 
 K = 20  # top tokens searched, as in the main job
 
 
 def scores(pair: dict) -> dict:
     """Each method's score, with the main job's settings."""
+    with one_thread():
+        return _scores(pair)
+
+
+def _scores(pair: dict) -> dict:
     base, aligned, truth = harness.load(pair["base"]), harness.load(pair["aligned"]), pair["ground_truth"]
     sets = prompt_sets(truth)
     findings = {
@@ -57,8 +62,9 @@ def test_two_methods_recover_the_backdoor_and_kl_reads_the_trigger(kinds):
     # and the KL criterion has a direction: untriggered prompts as the "topic" are not recovered
     truth = pair["ground_truth"]
     base, aligned = harness.load(pair["base"]), harness.load(pair["aligned"])
-    swapped = kl_findings(base, aligned, {"topic": truth["heldout_control_prompts"],
-                                          "control": truth["heldout_topic_prompts"]})
+    with one_thread():
+        swapped = kl_findings(base, aligned, {"topic": truth["heldout_control_prompts"],
+                                              "control": truth["heldout_topic_prompts"]})
     assert not score_findings(swapped, truth)["recovered"]
 
 
