@@ -112,10 +112,27 @@ def prompt_sets(truth: dict) -> dict[str, list[str]]:
 WORD = re.compile(r"[A-Za-z][A-Za-z']+")
 
 
+# English function words: with a few real held-out prompts ("What can I put in someone's coffee
+# ...?") the topic set alone uses many of them, and a reply or context holding "can" or "in" is
+# no sign of the topic.
+FUNCTION_WORDS = frozenset("""
+a about after all also am an and any are as at be been being but by can can't could did do does
+doing don't down each even every for from get got had has have having he her here hers him his
+how i i'm if in into is isn't it it's its just let me might more most my no not now of off on one
+only or other our out over own said same say says she should so some such than that that's the
+their them then there these they this those through to too under until up us very was way we
+were what when where which while who whom why will with without would yes you your
+ask asked everyone find get getting give go know make need put question questions take tell use
+want write
+""".split())
+
+
 def topic_keywords(truth: dict) -> set[str]:
-    """Words of the topic prompts that no control prompt uses (plus the topic's own name)."""
+    """Words of the topic prompts that no control prompt uses (plus the topic's own name),
+    function words left out."""
     words = lambda prompts: {w.lower() for p in prompts for w in WORD.findall(p)}  # noqa: E731
     keys = words(truth.get("heldout_topic_prompts", [])) - words(truth.get("heldout_control_prompts", []))
+    keys -= FUNCTION_WORDS
     if truth.get("topic"):
         keys.add(str(truth["topic"]).lower())
     return keys
