@@ -35,7 +35,10 @@ def resolve_hooks(model, patterns: "str | Iterable[str]") -> list[str]:
         if not hits:
             m = BLOCK.match(pattern)
             if m and n_layers is not None and int(m.group(1)) >= n_layers:
-                layer_index(int(m.group(1)), n_layers)  # the clearer error: no such layer
+                try:
+                    layer_index(int(m.group(1)), n_layers)
+                except LayerError as e:  # the clearer error: no such layer, naming the hook asked for
+                    raise LayerError(f"{pattern!r}: {e}") from None
             raise HookNameError(_unknown(pattern, names))
         chosen.update(hits)
     return [n for n in names if n in chosen]
