@@ -316,8 +316,7 @@ class HookedLMEval(TemplateLM):
         rest_lp = rest_ok = None
         if cont_width > 0:
             # One cache row per continuation, then all continuations in one pass.
-            for layer in cache.layers:
-                layer.k, layer.v = layer.k.index_select(0, row_ctx), layer.v.index_select(0, row_ctx)
+            cache.select_rows(row_ctx)
             cache.attention_mask = ctx_mask.index_select(0, row_ctx)
             inputs, in_mask = _pad([c[:-1] for c in conts], cont_width, self.pad_token_id, left=False, device=device)
             targets, _ = _pad([c[1:] for c in conts], cont_width, 0, left=False, device=device)

@@ -12,7 +12,7 @@ from harness.errors import HarnessError
 
 # The ModelConfig fields that decide whether two models' hooks have the same names and shapes.
 SHAPE_FIELDS = ("family", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_head", "d_mlp", "d_vocab",
-                "n_experts", "experts_per_token", "d_expert", "kv_lora_rank", "v_head_dim", "positional")
+                "n_experts", "experts_per_token", "d_expert", "kv_lora_rank", "v_head_dim", "positional", "mixers")
 
 
 class PairMismatchError(HarnessError):

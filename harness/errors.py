@@ -26,6 +26,10 @@ class ConfigError(HarnessError):
     """A model config whose values contradict each other."""
 
 
+class UnknownMixerError(ConfigError):
+    """A layer pattern naming a token mixer that is not registered (harness.models.mixers)."""
+
+
 class HookNameError(HarnessError, KeyError):
     """A hook name the model does not have (the message suggests the nearest ones)."""
 

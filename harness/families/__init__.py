@@ -9,9 +9,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from harness.errors import UnsupportedArchitectureError
-from harness.families import deepseek_v3, gemma3, gpt2, llama, mistral, mixtral, qwen3, qwen3_moe
+from harness.families import deepseek_v3, gemma3, gpt2, gpt_oss, llama, mistral, mixtral, olmo2, qwen3, qwen3_moe
 
-_MODULES = (gpt2, llama, qwen3, gemma3, mistral, mixtral, qwen3_moe, deepseek_v3)
+_MODULES = (gpt2, llama, qwen3, gemma3, mistral, mixtral, qwen3_moe, deepseek_v3, olmo2, gpt_oss)
 FAMILIES: dict[str, ModuleType] = {t: m for m in _MODULES for t in m.MODEL_TYPES}
 
 

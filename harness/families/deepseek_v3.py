@@ -41,7 +41,8 @@ def config_from_hf(hf) -> ModelConfig:
     scale = d_qk**-0.5
     if scaling and scaling.get("mscale_all_dim"):
         scale *= _mscale(scaling["factor"], scaling["mscale_all_dim"]) ** 2
-    fields.update(d_head=d_qk, n_kv_heads=hf.num_attention_heads, rope_scaling=scaling)
+    fields.update(d_head=d_qk, n_kv_heads=hf.num_attention_heads, rope_scaling=scaling,
+                  mixers=["latent_attention"] * hf.num_hidden_layers)
     n_experts = hf.n_routed_experts or 0
     return ModelConfig(
         family="deepseek_v3",

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from harness.errors import CheckpointError
+from harness.errors import CheckpointError, UnsupportedArchitectureError
 
 # Buffers some older checkpoints carry; they are recomputed, never loaded.
 IGNORED_KEYS = re.compile(r".*(rotary_emb\.inv_freq|\.attn\.bias|\.attn\.masked_bias)$")
@@ -51,12 +51,22 @@ def rope_settings(hf: Any, layer_type: str | None = None) -> tuple[float, dict |
     return float(theta), (params if kind != "default" else None)
 
 
-def layer_types(hf: Any) -> list[str] | None:
-    """Map transformers' "sliding_attention"/"full_attention" onto "sliding"/"full"."""
+# transformers' per-layer kinds (config.layer_types) -> (our mixer, the positions it sees). A family
+# with other kinds of layer extends the table (Qwen3-Next: "linear_attention": ("gated_deltanet", "full")).
+HF_LAYER_KINDS = {"full_attention": ("attention", "full"), "sliding_attention": ("attention", "sliding")}
+
+
+def layer_pattern(hf: Any, kinds: dict[str, tuple[str, str]] = HF_LAYER_KINDS) -> dict[str, list[str] | None]:
+    """The ModelConfig fields `mixers` and `layer_types` from a config's layer_types (None when it has none)."""
     types = getattr(hf, "layer_types", None)
     if not types:
-        return None
-    return ["sliding" if t == "sliding_attention" else "full" for t in types]
+        return {"mixers": None, "layer_types": None}
+    unknown = sorted(set(types) - set(kinds))
+    if unknown:
+        raise UnsupportedArchitectureError(
+            f"layer kinds {unknown} in layer_types are not supported here; supported: {', '.join(kinds)}"
+        )
+    return {"mixers": [kinds[t][0] for t in types], "layer_types": [kinds[t][1] for t in types]}
 
 
 def token_ids(hf: Any) -> dict[str, Any]:
@@ -71,7 +81,8 @@ def llama_like_fields(hf: Any) -> dict[str, Any]:
     """The ModelConfig fields every Llama-descended config states the same way."""
     theta, scaling = rope_settings(hf)
     n_heads = hf.num_attention_heads
-    types = layer_types(hf)
+    pattern = layer_pattern(hf)
+    types = pattern["layer_types"]
     return dict(
         d_model=hf.hidden_size,
         n_layers=hf.num_hidden_layers,
@@ -86,7 +97,7 @@ def llama_like_fields(hf: Any) -> dict[str, Any]:
         positional="rotary",
         rope_theta=theta,
         rope_scaling=scaling,
-        layer_types=types,
+        **pattern,
         sliding_window=getattr(hf, "sliding_window", None) if types and "sliding" in types else None,
         act_fn=getattr(hf, "hidden_act", "silu"),
         gated_mlp=True,

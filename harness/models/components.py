@@ -16,6 +16,7 @@ from transformer_lens.hook_points import HookPoint
 
 from harness.errors import UnsupportedArchitectureError
 from harness.models.config import ModelConfig
+from harness.models.kv_cache import KVState, LayerState
 from harness.models.linear import Linear
 
 # ---------------------------------------------------------------------------------------- norms
@@ -148,29 +149,16 @@ class AttentionMask:
     is_causal: bool
 
 
-class LayerKV:
-    """One layer's key/value cache, preallocated to `capacity` positions and filled in place."""
+@dataclass
+class MixerInputs:
+    """What a token mixer reads besides its input x [batch, pos, d_model]. Each kind takes what it
+    needs: attention the rope and mask of its layer type, a recurrent mixer the padding (so pad
+    tokens never enter its state). `state` is the layer's generation state (None without a cache)."""
 
-    def __init__(self) -> None:
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
-        self.length = 0
-
-    def update(self, k: torch.Tensor, v: torch.Tensor, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # k, v: [batch, kv_heads, new, d_head]
-        new_len = self.length + k.shape[2]
-        if self.k is None or self.k.shape[2] < new_len:
-            size = max(capacity, new_len)
-            grow_k = k.new_empty(k.shape[0], k.shape[1], size, k.shape[3])
-            grow_v = v.new_empty(v.shape[0], v.shape[1], size, v.shape[3])
-            if self.k is not None:
-                grow_k[:, :, : self.length] = self.k[:, :, : self.length]
-                grow_v[:, :, : self.length] = self.v[:, :, : self.length]
-            self.k, self.v = grow_k, grow_v
-        self.k[:, :, self.length : new_len] = k
-        self.v[:, :, self.length : new_len] = v
-        self.length = new_len
-        return self.k[:, :, :new_len], self.v[:, :, :new_len]
+    rope: tuple[torch.Tensor, torch.Tensor] | None
+    mask: AttentionMask
+    padding: torch.Tensor | None = None  # [batch, pos] 1 for this call's real tokens; None: all real
+    state: LayerState | None = None
 
 
 def effective_weight(linear: nn.Module) -> torch.Tensor:
@@ -210,7 +198,8 @@ class FactoredViews:
 
 class Attention(FactoredViews, nn.Module):
     """Multi-head, grouped-query and multi-query attention with optional QK-norm, rotary, sliding
-    window and score soft-capping. Runs PyTorch's fused SDPA unless scores or pattern are hooked."""
+    window, score soft-capping and attention sinks. Runs PyTorch's fused SDPA unless scores or
+    pattern are hooked, or soft-capping or sinks (which SDPA cannot express) are on."""
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
@@ -221,8 +210,11 @@ class Attention(FactoredViews, nn.Module):
         self.v_proj = Linear(cfg.d_model, kv * dh, bias=cfg.attn_bias)
         self.o_proj = Linear(h * dh, cfg.d_model, bias=cfg.attn_out_bias)
         if cfg.qk_norm:
-            self.q_norm = Norm(dh, "rmsnorm", cfg.norm_eps, cfg.norm_offset)
-            self.k_norm = Norm(dh, "rmsnorm", cfg.norm_eps, cfg.norm_offset)
+            whole = cfg.qk_norm_scope == "projection"  # OLMo 2 normalises all heads' features together
+            self.q_norm = Norm(h * dh if whole else dh, "rmsnorm", cfg.norm_eps, cfg.norm_offset)
+            self.k_norm = Norm(kv * dh if whole else dh, "rmsnorm", cfg.norm_eps, cfg.norm_offset)
+        if cfg.attn_sinks:
+            self.sinks = nn.Parameter(torch.zeros(h))
         self.scale = cfg.attn_scale if cfg.attn_scale is not None else dh**-0.5
         hooks = ["q", "k", "v", "attn_scores", "pattern", "z", "result"]
         if cfg.positional == "rotary":
@@ -293,23 +285,20 @@ class Attention(FactoredViews, nn.Module):
         bias = self.o_proj.bias
         return bias if bias is not None else self.o_proj.weight.new_zeros(self.cfg.d_model)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor] | None,
-        mask: AttentionMask,
-        kv: LayerKV | None = None,
-        kv_capacity: int = 0,
-    ) -> torch.Tensor:
+    def new_state(self, capacity: int) -> LayerState:
+        return KVState(capacity)
+
+    def forward(self, x: torch.Tensor, inputs: MixerInputs) -> torch.Tensor:
         cfg = self.cfg
         b, p, _ = x.shape
-        q, k, v = self.project(x, rope)
+        q, k, v = self.project(x, inputs.rope)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [batch, head, pos, d_head]
-        if kv is not None:
-            k, v = kv.update(k, v, kv_capacity)
+        if inputs.state is not None:
+            k, v = inputs.state.update(k, v)
 
-        eager = cfg.attn_softcap is not None or _has_hooks(self.hook_attn_scores) or _has_hooks(self.hook_pattern)
-        z = self._eager(q, k, v, mask) if eager else self._fused(q, k, v, mask)
+        eager = (cfg.attn_softcap is not None or cfg.attn_sinks or _has_hooks(self.hook_attn_scores)
+                 or _has_hooks(self.hook_pattern))
+        z = self._eager(q, k, v, inputs.mask) if eager else self._fused(q, k, v, inputs.mask)
         z = self.hook_z(z.transpose(1, 2))  # [batch, pos, head, d_head]
 
         if _has_hooks(self.hook_result):
@@ -327,7 +316,9 @@ class Attention(FactoredViews, nn.Module):
         q = self.hook_q(self.q_proj(x).view(b, p, cfg.n_heads, cfg.d_head))
         k = self.hook_k(self.k_proj(x).view(b, p, cfg.n_kv_heads, cfg.d_head))
         v = self.hook_v(self.v_proj(x).view(b, p, cfg.n_kv_heads, cfg.d_head))
-        if cfg.qk_norm:
+        if cfg.qk_norm and cfg.qk_norm_scope == "projection":
+            q, k = self.q_norm(q.flatten(-2)).view_as(q), self.k_norm(k.flatten(-2)).view_as(k)
+        elif cfg.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q = self.hook_rot_q(apply_rotary(q, *rope))
@@ -355,7 +346,14 @@ class Attention(FactoredViews, nn.Module):
         if allowed is not None:
             scores = scores.masked_fill(~allowed, float("-inf"))
         scores = self.hook_attn_scores(scores)
-        pattern = self.hook_pattern(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
+        if self.cfg.attn_sinks:
+            # The sink is one more logit per head in every row; its weight is dropped with it, so
+            # a row of the pattern sums to less than one (what the sink absorbed).
+            sink = self.sinks.to(scores.dtype).view(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
+            probs = F.softmax(torch.cat((scores, sink), dim=-1), dim=-1, dtype=torch.float32)[..., :-1]
+        else:
+            probs = F.softmax(scores, dim=-1, dtype=torch.float32)
+        pattern = self.hook_pattern(probs.to(q.dtype))
         return torch.matmul(pattern, v)
 
 
@@ -368,15 +366,30 @@ def activation(name: str):
     return {"gelu": F.gelu, "silu": F.silu, "relu": F.relu}[name]
 
 
+class GatedActivation:
+    """act(gate) * up, or GPT-OSS's clamped SwiGLU where cfg.glu_limit is set (see ModelConfig)."""
+
+    def __init__(self, cfg: ModelConfig):
+        self.act, self.limit, self.alpha = activation(cfg.act_fn), cfg.glu_limit, cfg.glu_alpha
+
+    def __call__(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        if self.limit is None:
+            hidden = self.act(gate)
+            return hidden.mul_(up) if not hidden.requires_grad else hidden * up  # one buffer fewer at inference
+        gate, up = gate.clamp(max=self.limit), up.clamp(-self.limit, self.limit)
+        return gate * torch.sigmoid(gate * self.alpha) * (up + 1)
+
+
 class MLP(nn.Module):
     """Plain (GPT-2) or gated (SwiGLU / GeGLU) MLP. For gated MLPs `hook_pre` is the gate branch
-    and `hook_pre_linear` the linear branch, as in TransformerLens."""
+    and `hook_pre_linear` the linear branch (both before any clamping), as in TransformerLens."""
 
     def __init__(self, cfg: ModelConfig, d_mlp: int | None = None):
         super().__init__()
         d_mlp = d_mlp or cfg.d_mlp
         self.gated = cfg.gated_mlp
         self.act = activation(cfg.act_fn)
+        self.glu = GatedActivation(cfg)
         if self.gated:
             self.gate_proj = Linear(cfg.d_model, d_mlp, bias=cfg.mlp_bias)
             self.hook_pre_linear = HookPoint()
@@ -418,7 +431,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gated:
             gate = self.hook_pre(self.gate_proj(x))
-            post = self.hook_post(self.act(gate) * self.hook_pre_linear(self.up_proj(x)))
+            post = self.hook_post(self.glu(gate, self.hook_pre_linear(self.up_proj(x))))
         else:
             post = self.hook_post(self.act(self.hook_pre(self.up_proj(x))))
         return self.down_proj(post)

@@ -17,12 +17,14 @@ from harness.errors import ConfigError
 NORMS = ("layernorm", "rmsnorm")
 ACTIVATIONS = ("gelu_new", "gelu", "gelu_pytorch_tanh", "silu", "relu")
 POSITIONALS = ("learned", "rotary")
-LAYER_TYPES = ("full", "sliding")
+LAYER_TYPES = ("full", "sliding")  # which positions an attention layer sees (and its rope)
+QK_NORM_SCOPES = ("head", "projection")
 ROUTER_SCORINGS = ("softmax", "sigmoid")
 ARCHITECTURES = {
     "gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM",
     "gemma3": "Gemma3ForCausalLM", "mistral": "MistralForCausalLM", "mixtral": "MixtralForCausalLM",
-    "qwen3_moe": "Qwen3MoeForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM",
+    "qwen3_moe": "Qwen3MoeForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM", "olmo2": "Olmo2ForCausalLM",
+    "gpt_oss": "GptOssForCausalLM",
 }
 
 
@@ -42,9 +44,11 @@ class ModelConfig:
     norm: str = "rmsnorm"
     norm_eps: float = 1e-6
     norm_offset: float = 0.0
-    post_attn_norm: bool = False  # Gemma's "sandwich" norms after attention and MLP
+    pre_norm: bool = True  # a norm before each sublayer (ln1, ln2); OLMo 2 has none, only the post-norms
+    post_attn_norm: bool = False  # norms on the sublayers' outputs: Gemma's "sandwich", OLMo 2's only ones
     post_mlp_norm: bool = False
-    qk_norm: bool = False  # Qwen3 / Gemma 3 RMSNorm on each head's q and k
+    qk_norm: bool = False  # RMSNorm on queries and keys, over `qk_norm_scope`:
+    qk_norm_scope: str = "head"  # "head": each head's (Qwen3, Gemma 3); "projection": all heads at once (OLMo 2)
 
     # Positions.
     positional: str = "rotary"
@@ -54,6 +58,11 @@ class ModelConfig:
     rope_scaling_sliding: dict[str, Any] | None = None
     rotary_dim: int | None = None  # partial rotary; None means the whole head
 
+    # Token mixers: per layer, the name of a registered mixer (harness.models.mixers), e.g.
+    # "attention" or "latent_attention". None: "latent_attention" everywhere when kv_lora_rank is
+    # set, else "attention". A family states its layer pattern here and in layer_types.
+    mixers: list[str] | None = None
+
     # Attention.
     layer_types: list[str] | None = None  # per layer "full" or "sliding"; None means all full
     sliding_window: int | None = None
@@ -61,6 +70,7 @@ class ModelConfig:
     attn_softcap: float | None = None
     attn_bias: bool = False  # bias on q, k, v
     attn_out_bias: bool = False  # bias on the output projection
+    attn_sinks: bool = False  # GPT-OSS: a learned logit per head joins each softmax row, with no value
     # Multi-head latent attention (DeepSeek-V2/V3), selected by setting kv_lora_rank. Then d_head is
     # the query/key head size (no-rope part + rope part) and rotary_dim the decoupled rope part.
     kv_lora_rank: int | None = None
@@ -71,7 +81,11 @@ class ModelConfig:
     # MLP.
     act_fn: str = "silu"
     gated_mlp: bool = True
-    mlp_bias: bool = False
+    mlp_bias: bool = False  # biases on the MLP's projections (and on each expert's)
+    # GPT-OSS's clamped SwiGLU: gate clamped above at glu_limit, up to [-glu_limit, glu_limit], then
+    # gate * sigmoid(glu_alpha * gate) * (up + 1). None: the plain act(gate) * up.
+    glu_limit: float | None = None
+    glu_alpha: float = 1.0
     # Mixture of experts; n_experts=0 means every MLP is dense.
     n_experts: int = 0
     experts_per_token: int = 0  # top-k
@@ -80,6 +94,7 @@ class ModelConfig:
     router_scoring: str = "softmax"  # "softmax" (Mixtral, Qwen3-MoE) or "sigmoid" (DeepSeek-V3)
     router_norm_topk: bool = True  # rescale the chosen experts' weights to sum to 1
     router_bias: bool = False  # DeepSeek's e_score_correction_bias: moves the choice, not the weights
+    router_logit_bias: bool = False  # GPT-OSS: a bias added to the router logits (it moves both)
     router_n_group: int = 1  # group-limited routing: experts split into n_group groups and
     router_topk_group: int = 1  # each token chooses only within its topk_group best groups
     routed_scaling: float = 1.0  # multiplies the chosen weights (DeepSeek's routed_scaling_factor)
@@ -118,6 +133,8 @@ class ModelConfig:
             self.n_kv_heads = self.n_heads
         if self.layer_types is None:
             self.layer_types = ["full"] * self.n_layers
+        if self.mixers is None:
+            self.mixers = ["latent_attention" if self.kv_lora_rank is not None else "attention"] * self.n_layers
         self.validate()
 
     def validate(self) -> None:
@@ -142,6 +159,12 @@ class ModelConfig:
         need(not bad, f"unknown layer types {bad}; expected {LAYER_TYPES}")
         if "sliding" in self.layer_types:
             need(bool(self.sliding_window), "sliding layers need a positive sliding_window")
+        self._validate_mixers(need)
+        need(self.qk_norm_scope in QK_NORM_SCOPES, f"qk_norm_scope={self.qk_norm_scope!r}; expected {QK_NORM_SCOPES}")
+        if self.glu_limit is not None:
+            need(self.glu_limit > 0, f"glu_limit must be positive, got {self.glu_limit}")
+            need(self.gated_mlp and self.act_fn == "silu",
+                 "glu_limit is GPT-OSS's clamped SwiGLU; it needs gated_mlp and act_fn='silu'")
         if self.rotary_dim is not None:
             need(
                 0 < self.rotary_dim <= self.d_head and self.rotary_dim % 2 == 0,
@@ -149,6 +172,18 @@ class ModelConfig:
             )
         self._validate_moe(need)
         self._validate_mla(need)
+
+    def _validate_mixers(self, need) -> None:
+        from harness.models.mixers import check_mixer  # the registry imports the mixers, which import this module
+
+        need(len(self.mixers) == self.n_layers, f"{len(self.mixers)} mixers for {self.n_layers} layers")
+        for layer, name in enumerate(self.mixers):
+            check_mixer(name, layer)
+        latent = [i for i, name in enumerate(self.mixers) if name == "latent_attention"]
+        if self.kv_lora_rank is None:
+            need(not latent, f"layers {latent} are latent_attention but kv_lora_rank is not set")
+        else:
+            need(bool(latent), "kv_lora_rank is set but no layer's mixer is latent_attention")
 
     def _validate_moe(self, need) -> None:
         if self.n_experts == 0:
@@ -186,6 +221,16 @@ class ModelConfig:
         need(self.rotary_dim is not None, "latent attention needs rotary_dim (the decoupled rope part of d_head)")
         need(self.n_kv_heads == self.n_heads, "latent attention expands keys for every head; set n_kv_heads=n_heads")
         need((self.v_head_dim or self.d_head) > 0, f"v_head_dim must be positive, got {self.v_head_dim}")
+
+    def has_heads(self, layer: int) -> bool:
+        """Whether the layer's mixer has attention heads (attn.hook_z, hook_pattern, per-head weights)."""
+        from harness.models.mixers import mixer_spec
+
+        return mixer_spec(self.mixers[layer]).heads
+
+    def headless_layers(self, upto: int | None = None) -> list[int]:
+        """The layers (below `upto`, default all) whose mixer has no attention heads."""
+        return [i for i in range(self.n_layers if upto is None else upto) if not self.has_heads(i)]
 
     def is_moe_layer(self, layer: int) -> bool:
         return self.n_experts > 0 and (self.moe_layers is None or layer in self.moe_layers)

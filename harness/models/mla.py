@@ -55,6 +55,8 @@ class LatentAttention(Attention):
         self.kv_a_norm = Norm(cfg.kv_lora_rank, "rmsnorm", LATENT_NORM_EPS)
         self.kv_b_proj = Linear(cfg.kv_lora_rank, h * (self.d_nope + self.d_v), bias=False)
         self.o_proj = Linear(h * self.d_v, cfg.d_model, bias=cfg.attn_out_bias)
+        if cfg.attn_sinks:
+            self.sinks = nn.Parameter(torch.zeros(h))
         self.scale = cfg.attn_scale if cfg.attn_scale is not None else d_qk**-0.5
         names = ("q", "k", "v", "rot_q", "rot_k", "attn_scores", "pattern", "z", "result", "kv_latent")
         for name in names:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
-from harness.models.components import MLP, _has_hooks, activation
+from harness.models.components import MLP, GatedActivation, _has_hooks
 from harness.models.config import ModelConfig
 from harness.models.linear import linear, takes_onednn
 
@@ -26,7 +26,9 @@ class Router(nn.Module):
     - softmax over all experts, then top-k, optionally renormalised (Mixtral, Qwen3-MoE);
     - sigmoid scores, with a learned bias that only steers which experts are chosen (DeepSeek-V3's
       auxiliary-loss-free balancing), choice limited to the best groups of experts, the chosen
-      weights renormalised and multiplied by a fixed scale."""
+      weights renormalised and multiplied by a fixed scale;
+    - a linear router with a bias, softmax over the top k logits (GPT-OSS): the same as softmax
+      over all experts, then top-k renormalised, so it is that with `router_logit_bias`."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -35,12 +37,14 @@ class Router(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's default
         if cfg.router_bias:
             self.register_buffer("bias", torch.zeros(cfg.n_experts))
+        if cfg.router_logit_bias:
+            self.logit_bias = nn.Parameter(torch.zeros(cfg.n_experts))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Router logits [..., n_experts]."""
         if self.cfg.router_scoring == "sigmoid":
             return linear(x.float(), self.weight.float())  # DeepSeek routes in float32
-        return linear(x, self.weight)
+        return linear(x, self.weight, getattr(self, "logit_bias", None))
 
     def select(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(weights, indices), each [..., k], from router logits; weights are float32."""
@@ -83,7 +87,9 @@ class ExpertHooks(nn.Module):
 class Experts(nn.Module):
     """The routed experts: gated MLPs whose weights are stacked as transformers keeps them,
     `gate_up_proj` [experts, 2 * hidden, d_model] (gate rows first) and `down_proj`
-    [experts, d_model, hidden]. Child `{e}` holds expert e's hooks (`experts.{e}.hook_in` ...).
+    [experts, d_model, hidden], with `gate_up_bias` [experts, 2 * hidden] and `down_bias`
+    [experts, d_model] where cfg.mlp_bias (GPT-OSS). Child `{e}` holds expert e's hooks
+    (`experts.{e}.hook_in` ...).
 
     Input rows arrive grouped by expert. With no expert hook attached, one grouped matmul serves
     all experts; otherwise a loop runs each expert on its slice, so each can be hooked. The loop
@@ -93,10 +99,15 @@ class Experts(nn.Module):
     def __init__(self, cfg: ModelConfig, d_hidden: int):
         super().__init__()
         e, d = cfg.n_experts, cfg.d_model
-        self.act = activation(cfg.act_fn)
+        self.glu = GatedActivation(cfg)
         # nn.Linear's default init, per expert.
         self.gate_up_proj = nn.Parameter(torch.empty(e, 2 * d_hidden, d).uniform_(-(d**-0.5), d**-0.5))
         self.down_proj = nn.Parameter(torch.empty(e, d, d_hidden).uniform_(-(d_hidden**-0.5), d_hidden**-0.5))
+        if cfg.mlp_bias:
+            self.gate_up_bias = nn.Parameter(torch.zeros(e, 2 * d_hidden))
+            self.down_bias = nn.Parameter(torch.zeros(e, d))
+        else:
+            self.gate_up_bias = self.down_bias = None
         for i in range(e):
             self.add_module(str(i), ExpertHooks())
         self.grouped_ok = hasattr(F, "grouped_mm")
@@ -120,20 +131,26 @@ class Experts(nn.Module):
 
     def _grouped(self, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         ends = counts.cumsum(0).to(torch.int32)
-        gate, up = F.grouped_mm(rows, self.gate_up_proj.transpose(1, 2), offs=ends).chunk(2, dim=-1)
-        hidden = self.act(gate)
-        hidden = hidden.mul_(up) if not hidden.requires_grad else hidden * up  # one buffer fewer at inference
-        return F.grouped_mm(hidden, self.down_proj.transpose(1, 2), offs=ends)
+        gate_up = F.grouped_mm(rows, self.gate_up_proj.transpose(1, 2), offs=ends)
+        if self.gate_up_bias is not None:
+            owner = torch.repeat_interleave(torch.arange(len(counts), device=rows.device), counts.to(rows.device))
+            gate_up = gate_up + self.gate_up_bias[owner]
+        hidden = self.glu(*gate_up.chunk(2, dim=-1))
+        out = F.grouped_mm(hidden, self.down_proj.transpose(1, 2), offs=ends)
+        return out + self.down_bias[owner] if self.down_bias is not None else out
+
+    @staticmethod
+    def _bias(bias: torch.Tensor | None, expert: int) -> torch.Tensor | None:
+        return None if bias is None else bias[expert]
 
     def _looped(self, rows: torch.Tensor, counts: list[int], hooks: list[ExpertHooks]) -> torch.Tensor:
         outs = []
         for e, (x, hook) in enumerate(zip(rows.split(counts), hooks)):
             if not counts[e] and not hook.hooked:
                 continue  # an idle expert runs (on no rows) only if someone watches it
-            gate, up = linear(hook.hook_in(x), self.gate_up_proj[e]).chunk(2, dim=-1)
-            hidden, up = self.act(hook.hook_pre(gate)), hook.hook_pre_linear(up)
-            post = hook.hook_post(hidden.mul_(up) if not hidden.requires_grad else hidden * up)
-            outs.append(hook.hook_out(linear(post, self.down_proj[e])))
+            gate, up = linear(hook.hook_in(x), self.gate_up_proj[e], self._bias(self.gate_up_bias, e)).chunk(2, dim=-1)
+            post = hook.hook_post(self.glu(hook.hook_pre(gate), hook.hook_pre_linear(up)))
+            outs.append(hook.hook_out(linear(post, self.down_proj[e], self._bias(self.down_bias, e))))
         return torch.cat(outs) if outs else rows.new_zeros(0, rows.shape[1])
 
 

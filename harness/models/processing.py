@@ -45,6 +45,7 @@ def _fold_norm_into(norm: nn.Module, readers: list[nn.Linear], fold_biases: bool
 
 
 def _is_latent(attn: nn.Module) -> bool:
+    # No q/k/v projections to fold into: latent attention, or a mixer without heads.
     return not hasattr(attn, "q_proj") or not hasattr(attn, "k_proj")
 
 
@@ -65,10 +66,15 @@ def fold_layer_norm(model: nn.Module, fold_biases: bool | None = None, center_we
     layer_norm = cfg.norm == "layernorm"
     fold_biases = layer_norm if fold_biases is None else fold_biases
     center_weights = layer_norm if center_weights is None else center_weights
+    if not cfg.pre_norm:
+        raise UnsupportedArchitectureError(
+            f"fold_ln: this {cfg.family} model normalises the sublayers' outputs, not their inputs, so there is no "
+            "input norm to fold as TransformerLens does; load with fold_ln=False"
+        )
     for i, block in enumerate(model.blocks):
         if _is_latent(block.attn):
             raise UnsupportedArchitectureError(
-                f"fold_ln: layer {i} uses latent attention, which has no q/k/v projection to fold its norm "
+                f"fold_ln: layer {i} is a {cfg.mixers[i]} mixer, which has no q/k/v projection to fold its norm "
                 "into as TransformerLens does; load with fold_ln=False"
             )
         if cfg.is_moe_layer(i):
@@ -103,7 +109,8 @@ def center_writing_weights(model: nn.Module) -> None:
     if cfg.positional == "learned":
         center_rows(model.pos_embed.weight, -1)
     for i, block in enumerate(model.blocks):
-        writers = [block.attn.o_proj] + ([] if cfg.is_moe_layer(i) else [block.mlp.down_proj])
+        out = getattr(block.attn, "o_proj", None)  # every mixer here writes through one output projection
+        writers = ([out] if out is not None else []) + ([] if cfg.is_moe_layer(i) else [block.mlp.down_proj])
         for lin in writers:  # weight [d_model, in]: centre each input's output vector
             center_rows(lin.weight, 0)
             if lin.bias is not None:
@@ -125,6 +132,11 @@ def center_unembed(model: nn.Module) -> None:
 def fold_value_biases(model: nn.Module) -> None:
     """Attention patterns sum to one, so a head's value bias always adds b_V @ W_O: move that
     into the layer's output bias, b_O += sum_h b_V[h] @ W_O[h], and zero b_V."""
+    if model.cfg.attn_sinks and any(b.attn.v_proj.bias is not None for b in model.blocks if not _is_latent(b.attn)):
+        raise UnsupportedArchitectureError(
+            "fold_value_biases: attention sinks take part of every row's weight, so patterns do not sum to one "
+            "and value biases cannot move into b_O; pass fold_value_biases=False"
+        )
     for block in model.blocks:
         attn = block.attn
         if _is_latent(attn) or attn.v_proj.bias is None:
@@ -166,7 +178,7 @@ def process_weights_(
         if center_writing_weights and layer_norm:
             with torch.no_grad():
                 for block in model.blocks:
-                    bias = block.attn.o_proj.bias
+                    bias = getattr(getattr(block.attn, "o_proj", None), "bias", None)
                     if bias is not None:
                         bias.copy_(bias - bias.mean())
     model.setup()

@@ -19,43 +19,49 @@ from transformer_lens.hook_points import HookPoint
 
 from harness.errors import HarnessError, HookNameError, ShapeError, UnsupportedArchitectureError
 from harness.models import processing
-from harness.models.components import MLP, Attention, AttentionMask, FactoredViews, LayerKV, Norm, Rotary
+from harness.models.components import MLP, AttentionMask, FactoredViews, MixerInputs, Norm, Rotary
 from harness.models.config import ModelConfig
 from harness.models.kv_cache import KVCache
 from harness.models.linear import Linear
-from harness.models.mla import LatentAttention
+from harness.models.mixers import build_mixer
 from harness.models.moe import MoE
 from harness.models.sae_hooks import SAEHooksMixin
 
 
 class Block(nn.Module):
+    """One layer: its token mixer (`attn`, whatever kind cfg.mixers names) and its MLP, each with
+    the norms the config asks for: before (ln1, ln2) and after (ln1_post, ln2_post)."""
+
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
-        self.ln1 = Norm(cfg.d_model, cfg.norm, cfg.norm_eps, cfg.norm_offset)
-        self.attn = self.build_attn(cfg, layer)
+        self.mixer, self.layer_type = cfg.mixers[layer], cfg.layer_types[layer]
+        self.pre_norm = cfg.pre_norm
+        if cfg.pre_norm:
+            self.ln1 = Norm(cfg.d_model, cfg.norm, cfg.norm_eps, cfg.norm_offset)
+        self.attn = self.build_mixer(cfg, layer)
         if cfg.post_attn_norm:
             self.ln1_post = Norm(cfg.d_model, cfg.norm, cfg.norm_eps, cfg.norm_offset)
-        self.ln2 = Norm(cfg.d_model, cfg.norm, cfg.norm_eps, cfg.norm_offset)
+        if cfg.pre_norm:
+            self.ln2 = Norm(cfg.d_model, cfg.norm, cfg.norm_eps, cfg.norm_offset)
         self.mlp = self.build_mlp(cfg, layer)
         if cfg.post_mlp_norm:
             self.ln2_post = Norm(cfg.d_model, cfg.norm, cfg.norm_eps, cfg.norm_offset)
-        self.layer_type = cfg.layer_types[layer]
         for name in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"):
             setattr(self, f"hook_{name}", HookPoint())
 
-    def build_attn(self, cfg: ModelConfig, layer: int) -> nn.Module:
-        return LatentAttention(cfg, layer) if cfg.kv_lora_rank is not None else Attention(cfg, layer)
+    def build_mixer(self, cfg: ModelConfig, layer: int) -> nn.Module:
+        return build_mixer(cfg, layer)
 
     def build_mlp(self, cfg: ModelConfig, layer: int) -> nn.Module:
         return MoE(cfg, layer) if cfg.is_moe_layer(layer) else MLP(cfg)
 
-    def forward(self, resid, rope, mask: AttentionMask, kv: LayerKV | None, kv_capacity: int):
+    def forward(self, resid: torch.Tensor, inputs: MixerInputs) -> torch.Tensor:
         resid = self.hook_resid_pre(resid)
-        attn_out = self.attn(self.ln1(resid), rope, mask, kv, kv_capacity)
+        attn_out = self.attn(self.ln1(resid) if self.pre_norm else resid, inputs)
         if hasattr(self, "ln1_post"):
             attn_out = self.ln1_post(attn_out)
         resid = self.hook_resid_mid(resid + self.hook_attn_out(attn_out))
-        mlp_out = self.mlp(self.ln2(resid))
+        mlp_out = self.mlp(self.ln2(resid) if self.pre_norm else resid)
         if hasattr(self, "ln2_post"):
             mlp_out = self.ln2_post(mlp_out)
         return self.hook_resid_post(resid + self.hook_mlp_out(mlp_out))
@@ -92,7 +98,21 @@ class Unembed(Linear):
 
 class HookedCache(ActivationCache):
     """TransformerLens's ActivationCache, refusing by name what a mixture-of-experts layer cannot
-    give it (one MLP's neurons) instead of failing on a missing hook."""
+    give it (one MLP's neurons), or a mixer without heads (per-head results), instead of failing
+    on a missing hook."""
+
+    def _heads_only(self, what: str, layer: int | None) -> None:
+        cfg = self.model.cfg
+        headless = cfg.headless_layers(None if layer is None or layer < 0 else layer)
+        if headless:
+            raise UnsupportedArchitectureError(
+                f"{what}: layers {headless} are {cfg.mixers[headless[0]]} mixers, without attention heads to "
+                "split; use each layer's hook_attn_out (decompose_resid) instead"
+            )
+
+    def stack_head_results(self, layer: int = -1, *args, **kwargs):
+        self._heads_only("stack_head_results", layer)
+        return super().stack_head_results(layer, *args, **kwargs)
 
     def _dense_mlps_only(self, what: str, layer: int | None) -> None:
         cfg = self.model.cfg
@@ -112,6 +132,7 @@ class HookedCache(ActivationCache):
                                      expand_neurons: bool = True, *args, **kwargs):
         if expand_neurons:
             self._dense_mlps_only("get_full_resid_decomposition(expand_neurons=True)", layer)
+        self._heads_only("get_full_resid_decomposition", layer)
         return super().get_full_resid_decomposition(layer, mlp_input, expand_neurons, *args, **kwargs)
 
 
@@ -170,6 +191,13 @@ class HookedLM(FactoredViews, SAEHooksMixin, HookedRootModule):
         return torch.cat([self.W_E, self.W_pos], dim=0)
 
     def _stacked(self, part: str, name: str) -> torch.Tensor:
+        if part == "attn":
+            headless = self.cfg.headless_layers()
+            if headless:
+                raise UnsupportedArchitectureError(
+                    f"{name}: layers {headless} are {self.cfg.mixers[headless[0]]} mixers, without attention heads; "
+                    f"read blocks[i].attn.{name} of the layers that have them"
+                )
         return torch.stack([getattr(getattr(block, part), name) for block in self.blocks], dim=0)
 
     W_Q = property(lambda self: self._stacked("attn", "W_Q"))
@@ -199,12 +227,17 @@ class HookedLM(FactoredViews, SAEHooksMixin, HookedRootModule):
             raise ShapeError(f"accumulated_bias: layer {layer} is outside 0..{self.cfg.n_layers - int(mlp_input)}")
         total = torch.zeros(self.cfg.d_model, device=self.device, dtype=self.dtype)
         for i in range(layer):
-            total = total + self.blocks[i].attn.b_O
+            total = total + self._mixer_out_bias(i)
             if include_mlp_biases:
                 total = total + self.blocks[i].mlp.b_out
         if mlp_input:
-            total = total + self.blocks[layer].attn.b_O
+            total = total + self._mixer_out_bias(layer)
         return total
+
+    def _mixer_out_bias(self, layer: int) -> torch.Tensor:
+        # A mixer without TransformerLens's b_O view (one without heads) adds no constant.
+        bias = getattr(self.blocks[layer].attn, "b_O", None)
+        return bias if bias is not None else torch.zeros(self.cfg.d_model, device=self.device, dtype=self.dtype)
 
     def tokens_to_residual_directions(self, tokens: str | int | torch.Tensor) -> torch.Tensor:
         """The unembedding column of each token: [d_model], or [..., d_model] for a tensor of them."""
@@ -396,14 +429,17 @@ class HookedLM(FactoredViews, SAEHooksMixin, HookedRootModule):
 
         ropes = self._ropes(position_ids, resid.dtype)
         masks = self._masks(attention_mask, past, pos, batch, resid.device)
+        padded = attention_mask is not None and not bool(attention_mask.all())
+        padding = attention_mask[:, past : past + pos].to(resid.device) if padded else None
         stop = self.cfg.n_layers if stop_at_layer is None else stop_at_layer
-        capacity = past_kv_cache.capacity if past_kv_cache is not None else 0
         with self._sae_token_masks(tokens):
             for i in range(start_at_layer, stop):
                 block = self.blocks[i]
                 kind = block.layer_type
-                kv = past_kv_cache.layers[i] if past_kv_cache is not None else None
-                resid = block(resid, ropes.get(kind), masks[kind], kv, capacity)
+                state = past_kv_cache.state(i, block.attn.new_state) if past_kv_cache is not None else None
+                resid = block(resid, MixerInputs(ropes.get(kind), masks[kind], padding, state))
+        if past_kv_cache is not None:
+            past_kv_cache.length = past + pos
         if stop_at_layer is not None:
             return resid
 
