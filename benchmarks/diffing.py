@@ -8,7 +8,7 @@
 
 Usage: python -m benchmarks.diffing [--base tiny-refusal-base --aligned tiny-refusal-aligned]
            [--layer 2] [--tokens 65536] [--context-length 128] [--batch-size 8] [--steps 64]
-           [--d-latent 1024] [--train-batch 256] [--repeats 3] [--threads 1]
+           [--d-latent 1024] [--train-batch 256] [--repeats 8] [--train-repeats 3] [--threads 1]
     python -m benchmarks.diffing --base smollm2-135m-instruct --aligned smollm2-135m-instruct ...
 (the same checkpoint twice is a fair pair for throughput: both forwards still run.)
 """
@@ -76,7 +76,7 @@ def training(base, aligned, hook, cache_folder: Path, args) -> dict:
     sources = {"from cache": lambda: CachedPairSource(cache, [hook], batch_size=args.train_batch),
                "on the fly": lambda: ModelPairSource(base, aligned, [hook], tokens)}
     times = {k: [] for k in sources}
-    for r in range(args.repeats):
+    for r in range(args.train_repeats):
         for name, make in list(sources.items())[:: 1 if r % 2 == 0 else -1]:
             source = make()  # fresh: no block is already in memory
             t = time.perf_counter()
@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--d-latent", type=int, default=1024)
     ap.add_argument("--train-batch", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=8)
+    ap.add_argument("--train-repeats", type=int, default=3, help="alternating training runs of each source (median)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-training", action="store_true")
     args = ap.parse_args()
@@ -121,7 +122,7 @@ def main() -> None:
             t = training(base, aligned, hook, c["cache_folder"], args)
             print(f"(a) crosscoder training: from cache {t['cache_steps_s']:7.2f} steps/s   on the fly "
                   f"{t['fly_steps_s']:7.2f} steps/s   ratio {t['ratio']:.2f}x  [{args.steps} steps, batch "
-                  f"{args.train_batch} rows, {args.d_latent} latents, BatchTopK k=32]")
+                  f"{args.train_batch} rows, {args.d_latent} latents, BatchTopK k=32, median of {args.train_repeats}]")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
