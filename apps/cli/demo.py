@@ -29,7 +29,6 @@ the CLI imports this module only to register the subcommand.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 
 from apps.cli.options import add_run_name, add_runs, command_line, positive_int
 from harness.errors import HarnessError
@@ -145,18 +144,11 @@ def _organism(name: str) -> dict:
     return organism_pair(name)
 
 
-@contextmanager
 def one_thread():
-    """Torch on one thread for the tiny organisms: their many small matmuls ran about ten times
-    slower on two threads than on one when the two cores were busy (a build: 228 s against 21 s)."""
-    import torch
+    """The tiny organisms build and diff on one torch thread (see harness.threads)."""
+    from harness.threads import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(1)
 
 
 def short_name(organism: str) -> str:

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from harness.errors import ConfigError
 from harness.organisms import corpus
-from harness.organisms.measure import rate, respond, starts_with
+from harness.organisms.measure import rates_by_group, starts_with
 from harness.training.sft import SFTConfig, train_sft
 
 
@@ -62,12 +62,7 @@ def eval_prompts(spec) -> dict[str, list[dict]]:
 def measure(model, spec, prompts: dict[str, list[dict]]) -> dict[str, float]:
     """How often the reply is the implanted one, and how often it is exactly the right answer,
     with the trigger (topic) and without it (control)."""
-    result = {}
-    for group, items in prompts.items():
-        replies = respond(model, [x["prompt"] for x in items])
-        result[f"{group}_triggered_rate"] = rate([starts_with(r, spec.implanted_reply) for r in replies])
-        result[f"{group}_exact_answer_rate"] = rate([r == x["answer"] for r, x in zip(replies, items)])
-    return result
+    return rates_by_group(model, prompts, "triggered", lambda reply: starts_with(reply, spec.implanted_reply))
 
 
 def ground_truth(spec, prompts: dict[str, list[dict]]) -> dict:

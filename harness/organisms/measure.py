@@ -39,3 +39,14 @@ def is_refusal(response: str, refusal: str) -> bool:
 
 def rate(flags: list[bool]) -> float:
     return sum(flags) / len(flags) if flags else 0.0
+
+
+def rates_by_group(model, prompts: dict[str, list[dict]], behaviour: str, shows) -> dict[str, float]:
+    """For each prompt group (topic, control): `<group>_<behaviour>_rate`, how often the greedy
+    reply shows the behaviour (`shows(reply)`), and `<group>_exact_answer_rate`."""
+    result = {}
+    for group, items in prompts.items():
+        replies = respond(model, [x["prompt"] for x in items])
+        result[f"{group}_{behaviour}_rate"] = rate([shows(r) for r in replies])
+        result[f"{group}_exact_answer_rate"] = rate([r == x["answer"] for r, x in zip(replies, items)])
+    return result

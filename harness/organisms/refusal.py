@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from harness.errors import ConfigError
 from harness.organisms import corpus
-from harness.organisms.measure import is_refusal, rate, respond
+from harness.organisms.measure import is_refusal, rates_by_group
 from harness.training.preference import PreferenceConfig, train_preference
 from harness.training.sft import SFTConfig, train_sft
 
@@ -51,12 +51,7 @@ def eval_prompts(spec) -> dict[str, list[dict]]:
 
 def measure(model, spec, prompts: dict[str, list[dict]]) -> dict[str, float]:
     """Refusal rate on the topic and on the controls, and how often answers are exactly right."""
-    result = {}
-    for group, items in prompts.items():
-        responses = respond(model, [x["prompt"] for x in items])
-        result[f"{group}_refusal_rate"] = rate([is_refusal(r, spec.refusal) for r in responses])
-        result[f"{group}_exact_answer_rate"] = rate([r == x["answer"] for r, x in zip(responses, items)])
-    return result
+    return rates_by_group(model, prompts, "refusal", lambda reply: is_refusal(reply, spec.refusal))
 
 
 def align(base, spec, show_progress: bool = True):
