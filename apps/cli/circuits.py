@@ -70,7 +70,7 @@ def _heads(model, args):
 
     scores = head_scores(model, n=args.n, seed=args.seed)
     summary = {f"top_{k}": top_heads(v, 5) for k, v in scores.items()}
-    summary["max_induction_score"] = float(scores["induction"].max())
+    summary["max_induction_score"] = float(scores["induction"].nan_to_num(float("-inf")).max())  # NaN: no heads
     figs = {k: F.head_heatmap(v, f"{k.replace('_', ' ')} score", diverging=False) for k, v in scores.items()}
     return scores, summary, figs
 

@@ -10,7 +10,8 @@ Methods:
 - "resample": each prompt gets the output the component had on a randomly drawn reference prompt
   (the reference must have the same token length).
 Components are heads (their hook_z, so the output projection sees the replaced value) and MLPs
-(hook_mlp_out).
+(hook_mlp_out). A layer whose mixer has no heads has a NaN row in a head sweep, and naming one
+of its heads is an error.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from harness.errors import ConfigError, ShapeError
-from probes.circuits.core import Metric, as_tokens, final_logits, scalar
+from probes.circuits.core import Metric, as_tokens, check_head, final_logits, scalar, warn_headless
 from probes.circuits.patching import Patch, run_patches
 
 METHODS = ("zero", "mean", "resample")
@@ -75,6 +76,7 @@ def ablation_hooks(model, tokens, heads=(), mlps=(), method: str = "zero", refer
     _check(method)
     tokens = as_tokens(model, tokens)
     b, p = tokens.shape
+    heads = [check_head(model, l, h) for l, h in heads]
     names = sorted({f"blocks.{l}.attn.hook_z" for l, _ in heads} | {f"blocks.{l}.hook_mlp_out" for l in mlps})
     cache = _reference_cache(model, reference, names) if method != "zero" else None
     hooks = []
@@ -112,14 +114,19 @@ def ablation_sweep(model, tokens, metric: Metric, method: str = "zero", referenc
     if component not in ("heads", "mlps"):
         raise ConfigError(f"unknown component {component!r}; use heads or mlps")
     hook = "attn.hook_z" if component == "heads" else "hook_mlp_out"
-    names = [f"blocks.{l}.{hook}" for l in range(n_layers)]
-    cache = _reference_cache(model, reference, names) if method != "zero" else None
+    layers = warn_headless(model, "ablation_sweep") if component == "heads" else list(range(n_layers))
+    names = {l: f"blocks.{l}.{hook}" for l in layers}
+    cache = _reference_cache(model, reference, list(names.values())) if method != "zero" else None
     patches = []
-    for l, name in enumerate(names):
+    for l, name in names.items():
         replace = _replacement(method, None if cache is None else cache[name], b, p, seed)
         if component == "heads":
             patches += [Patch(l, name, _head_setter(replace, h)) for h in range(n_heads)]
         else:
             patches.append(Patch(l, name, _whole_setter(replace)))
     values = run_patches(model, tokens, patches, metric, batch_size)
-    return values.view(n_layers, n_heads) if component == "heads" else values
+    if component == "mlps":
+        return values
+    out = torch.full((n_layers, n_heads), float("nan"))
+    out[layers] = values.view(len(layers), n_heads)
+    return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from harness.errors import ConfigError
-from probes.circuits.core import Metric, check_pair, final_logits, scalar
+from probes.circuits.core import Metric, check_pair, final_logits, scalar, warn_headless
 from probes.circuits.experts import expert_contributions, moe_layers
 
 
@@ -64,15 +64,18 @@ def attribute_layer_pos(model, clean, corrupted, metric: Metric, hook: str = "re
 
 def attribute_heads(model, clean, corrupted, metric: Metric, by_pos: bool = False) -> torch.Tensor:
     """Estimated metric after patching each head's output (hook_z) -> [n_layers, n_heads], or
-    [n_layers, pos, n_heads] with by_pos."""
+    [n_layers, pos, n_heads] with by_pos (NaN on layers whose mixer has no heads)."""
     clean, corrupted = check_pair(model, clean, corrupted)
-    names = [f"blocks.{layer}.attn.hook_z" for layer in range(model.cfg.n_layers)]
+    layers = warn_headless(model, "attribute_heads")
+    names = [f"blocks.{layer}.attn.hook_z" for layer in layers]
     cache = _clean(model, clean, names)
     base, acts, grads = gradients(model, corrupted, names, metric)
     # [batch, pos, head, d_head] -> sum over batch and d_head (and positions unless by_pos)
     dims = (0, 3) if by_pos else (0, 1, 3)
     est = torch.stack([((cache[n] - acts[n]) * grads[n]).sum(dim=dims) for n in names])
-    return base + est.float().cpu()
+    out = torch.full((model.cfg.n_layers, *est.shape[1:]), float("nan"))
+    out[layers] = base + est.float().cpu()
+    return out
 
 
 def attribute_experts(model, clean, corrupted, metric: Metric) -> torch.Tensor:

@@ -6,11 +6,12 @@ patching utilities). The tools call it once per patched run, on that run's slice
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
 
-from harness.errors import HarnessError, ShapeError
+from harness.errors import ConfigError, HarnessError, ShapeError
 
 Metric = Callable[[torch.Tensor], torch.Tensor]
 
@@ -122,3 +123,45 @@ def head_dim_index(act: torch.Tensor, head: int, n_heads: int) -> int:
     attention shares a key/value head among n_heads / n_kv query heads)."""
     n = act.shape[2]
     return head if n == n_heads else head // (n_heads // n)
+
+
+# ---------------------------------------------------------------------------------- layers without heads
+# A layer whose token mixer has no attention heads (a recurrent mixer such as gated DeltaNet) has no
+# hook_z, hook_pattern or per-head weights. Head-level tools run on the other layers only: sweeps
+# give such a layer a row of NaN (no head was patched there) and say so in a HeadlessLayersWarning;
+# asking for one of its heads by (layer, head) is a ConfigError. Path patching recomputes such a
+# layer, as it does the MLPs; direct logit attribution puts its whole output in `attn_rest`.
+
+
+class HeadlessLayersWarning(UserWarning):
+    """A head-level tool left out layers whose mixer has no attention heads."""
+
+
+def head_layers(model) -> list[int]:
+    """The layers whose token mixer has attention heads."""
+    return [layer for layer in range(model.cfg.n_layers) if model.cfg.has_heads(layer)]
+
+
+def warn_headless(model, tool: str, shown_as: str = "NaN") -> list[int]:
+    """Warn, naming them, that `tool` skips the layers without heads; returns the layers with heads."""
+    with_heads, skipped = head_layers(model), model.cfg.headless_layers()
+    if skipped:
+        kinds = sorted({model.cfg.mixers[layer] for layer in skipped})
+        warnings.warn(f"{tool}: layers {skipped} are {'/'.join(kinds)} mixers without attention heads; "
+                      f"their rows are {shown_as}", HeadlessLayersWarning, stacklevel=3)
+    if not with_heads:
+        raise ConfigError(f"{tool}: no layer of this {model.cfg.family} model has attention heads")
+    return with_heads
+
+
+def check_head(model, layer: int, head: int, what: str = "head") -> tuple[int, int]:
+    """(layer, head) as ints, or a one-line ConfigError if the model has no such attention head."""
+    layer, head = int(layer), int(head)
+    cfg = model.cfg
+    if not (0 <= layer < cfg.n_layers and 0 <= head < cfg.n_heads):
+        raise ConfigError(f"{what} ({layer}, {head}) does not exist: the model has "
+                          f"{cfg.n_layers} layers of {cfg.n_heads} heads")
+    if not cfg.has_heads(layer):
+        raise ConfigError(f"{what} ({layer}, {head}): layer {layer} is a {cfg.mixers[layer]} mixer, "
+                          "which has no attention heads")
+    return layer, head

@@ -10,7 +10,8 @@ final norm and unembedding. Direct logit attribution splits the final residual s
 pieces that were added to it (embeddings, each head, each MLP or expert) and projects each piece
 onto the answer direction W_U[:, correct] - W_U[:, wrong], through the final norm with its scale
 frozen at its actual value, so the pieces add up exactly to the logit difference (before any
-final soft-capping).
+final soft-capping). A layer whose mixer has no heads contributes through `attn_rest` alone (its
+row of `heads` is zero).
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ class DirectLogitAttribution:
     """Mean (over prompts) contribution of each piece to the logit difference."""
 
     embed: float  # token (+ position) embeddings
-    heads: torch.Tensor  # [n_layers, n_heads]
-    attn_rest: torch.Tensor  # [n_layers]: attention output bias (zero for most models)
+    heads: torch.Tensor  # [n_layers, n_heads]; zero on layers whose mixer has no heads
+    attn_rest: torch.Tensor  # [n_layers]: attention output bias (zero for most models); a headless mixer's output
     mlps: torch.Tensor  # [n_layers]: whole MLP / MoE output
     experts: torch.Tensor | None  # [n_layers, n_experts] routed experts (NaN on dense layers), or None
     shared: torch.Tensor | None  # [n_layers] shared experts, or None
@@ -83,7 +84,8 @@ def direct_logit_attribution(model, tokens, answers: torch.Tensor, pos: int = -1
     names = ["hook_embed", "ln_final.hook_scale", f"blocks.{n - 1}.hook_resid_post"]
     names += ["hook_pos_embed"] if "hook_pos_embed" in model.hook_dict else []
     for l in range(n):
-        names += [f"blocks.{l}.attn.hook_result", f"blocks.{l}.hook_attn_out", f"blocks.{l}.hook_mlp_out"]
+        names += [f"blocks.{l}.attn.hook_result"] if cfg.has_heads(l) else []
+        names += [f"blocks.{l}.hook_attn_out", f"blocks.{l}.hook_mlp_out"]
         names += [f"blocks.{l}.ln1_post.hook_scale"] if cfg.post_attn_norm else []
     for l in moe:
         prefix = f"blocks.{l}.mlp"
@@ -113,11 +115,13 @@ def direct_logit_attribution(model, tokens, answers: torch.Tensor, pos: int = -1
     experts = torch.full((n, cfg.n_experts), float("nan")) if moe else None
     shared = torch.zeros(n) if moe and cfg.n_shared_experts else None
     for l in range(n):
-        result = at(f"blocks.{l}.attn.hook_result")  # [batch, head, d_model]
-        if cfg.post_attn_norm:  # a post-attention norm rescales the sum of the heads; freeze it too
-            post = model.blocks[l].ln1_post
-            result = result.float() / at(f"blocks.{l}.ln1_post.hook_scale")[:, None].float() * (post.w.float() + post.offset)
-        heads[l] = project(result)
+        if cfg.has_heads(l):
+            result = at(f"blocks.{l}.attn.hook_result")  # [batch, head, d_model]
+            if cfg.post_attn_norm:  # a post-attention norm rescales the sum of the heads; freeze it too
+                post = model.blocks[l].ln1_post
+                post_scale = at(f"blocks.{l}.ln1_post.hook_scale")[:, None].float()
+                result = result.float() / post_scale * (post.w.float() + post.offset)
+            heads[l] = project(result)
         attn_rest[l] = project(at(f"blocks.{l}.hook_attn_out")) - heads[l].sum()
         mlps[l] = project(at(f"blocks.{l}.hook_mlp_out"))
         if l in moe:

@@ -22,7 +22,7 @@ import torch
 
 from harness.errors import ConfigError
 from harness.progress import progress
-from probes.circuits.core import Metric, check_pair, final_logits, scalar
+from probes.circuits.core import Metric, check_pair, final_logits, scalar, warn_headless
 from probes.circuits.experts import expert_contributions, moe_layers
 
 
@@ -143,25 +143,31 @@ def patch_mlp_out(model, clean, corrupted, metric, batch_size=None) -> torch.Ten
 
 
 def patch_heads_all_pos(model, clean, corrupted, metric: Metric, batch_size: int | None = None) -> torch.Tensor:
-    """Each attention head's output (hook_z) at every position at once -> [n_layers, n_heads]."""
+    """Each attention head's output (hook_z) at every position at once -> [n_layers, n_heads]
+    (NaN on layers whose mixer has no heads)."""
     clean, corrupted = check_pair(model, clean, corrupted)
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    names = [f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)]
-    cache = _clean_cache(model, clean, names)
+    layers, n_heads = warn_headless(model, "patch_heads_all_pos"), model.cfg.n_heads
+    names = {layer: f"blocks.{layer}.attn.hook_z" for layer in layers}
+    cache = _clean_cache(model, clean, list(names.values()))
     patches = [Patch(layer, names[layer], _copy_head(cache[names[layer]], head))
-               for layer in range(n_layers) for head in range(n_heads)]
-    return run_patches(model, corrupted, patches, metric, batch_size).view(n_layers, n_heads)
+               for layer in layers for head in range(n_heads)]
+    out = torch.full((model.cfg.n_layers, n_heads), float("nan"))
+    out[layers] = run_patches(model, corrupted, patches, metric, batch_size).view(len(layers), n_heads)
+    return out
 
 
 def patch_heads_by_pos(model, clean, corrupted, metric: Metric, batch_size: int | None = None) -> torch.Tensor:
-    """Each attention head's output at one position at a time -> [n_layers, pos, n_heads]."""
+    """Each attention head's output at one position at a time -> [n_layers, pos, n_heads] (NaN on
+    layers whose mixer has no heads)."""
     clean, corrupted = check_pair(model, clean, corrupted)
-    n_layers, n_heads, n_pos = model.cfg.n_layers, model.cfg.n_heads, clean.shape[1]
-    names = [f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)]
-    cache = _clean_cache(model, clean, names)
+    layers, n_heads, n_pos = warn_headless(model, "patch_heads_by_pos"), model.cfg.n_heads, clean.shape[1]
+    names = {layer: f"blocks.{layer}.attn.hook_z" for layer in layers}
+    cache = _clean_cache(model, clean, list(names.values()))
     patches = [Patch(layer, names[layer], _copy_head(cache[names[layer]], head, pos))
-               for layer in range(n_layers) for pos in range(n_pos) for head in range(n_heads)]
-    return run_patches(model, corrupted, patches, metric, batch_size).view(n_layers, n_pos, n_heads)
+               for layer in layers for pos in range(n_pos) for head in range(n_heads)]
+    out = torch.full((model.cfg.n_layers, n_pos, n_heads), float("nan"))
+    out[layers] = run_patches(model, corrupted, patches, metric, batch_size).view(len(layers), n_pos, n_heads)
+    return out
 
 
 def patch_experts(model, clean, corrupted, metric: Metric, batch_size: int | None = None) -> torch.Tensor:

@@ -12,7 +12,8 @@ A large drop of the metric means the senders matter to the receivers along that 
     path_patch_sweep(model, clean, corrupted, metric, receivers=[(10, 0)], receiver_input="q")  # [layers, heads]
 
 With grouped-query attention, a k/v receiver shares its key/value head with the other query heads
-of its group, so patching it patches them too.
+of its group, so patching it patches them too. A layer whose mixer has no heads is recomputed in
+pass 1, like the MLPs; its heads can be neither senders nor receivers (a NaN row in the sweep).
 """
 
 from __future__ import annotations
@@ -20,21 +21,25 @@ from __future__ import annotations
 import torch
 
 from harness.errors import ConfigError
-from probes.circuits.core import Metric, check_pair, final_logits, head_dim_index, scalar
+from probes.circuits.core import (
+    Metric,
+    check_head,
+    check_pair,
+    final_logits,
+    head_dim_index,
+    head_layers,
+    scalar,
+    warn_headless,
+)
 from probes.circuits.patching import default_batch_size
 
 INPUTS = ("q", "k", "v")
 
 
 def _check_heads(model, heads, what):
-    heads = [(int(l), int(h)) for l, h in heads]
     if not heads:
         raise ConfigError(f"no {what} heads given; pass a list of (layer, head)")
-    for l, h in heads:
-        if not (0 <= l < model.cfg.n_layers and 0 <= h < model.cfg.n_heads):
-            raise ConfigError(f"{what} head ({l}, {h}) does not exist: the model has "
-                              f"{model.cfg.n_layers} layers of {model.cfg.n_heads} heads")
-    return heads
+    return [check_head(model, l, h, f"{what} head") for l, h in heads]
 
 
 @torch.no_grad()
@@ -46,7 +51,7 @@ def path_patch_many(model, clean, corrupted, metric: Metric, sender_sets: list[l
     clean, corrupted = check_pair(model, clean, corrupted)
     receivers = _check_heads(model, receivers, "receiver")
     n_layers, b = model.cfg.n_layers, clean.shape[0]
-    z_names = [f"blocks.{l}.attn.hook_z" for l in range(n_layers)]
+    z_names = [f"blocks.{l}.attn.hook_z" for l in head_layers(model)]
     _, clean_cache = model.run_with_cache(clean, names_filter=z_names)
     _, corrupt_cache = model.run_with_cache(corrupted, names_filter=z_names)
     in_names = sorted({f"blocks.{l}.attn.hook_{receiver_input}" for l, _ in receivers})
@@ -73,7 +78,7 @@ def path_patch_many(model, clean, corrupted, metric: Metric, sender_sets: list[l
         def record(act, hook):
             recorded[hook.name] = act.clone()
 
-        hooks = [(n, freeze) for n in z_names[:top]] + [(n, record) for n in in_names]
+        hooks = [(n, freeze) for n in z_names if int(n.split(".")[1]) < top] + [(n, record) for n in in_names]
         with model.hooks(fwd_hooks=hooks):
             model(tokens, stop_at_layer=top)
 
@@ -105,9 +110,10 @@ def path_patch_sweep(model, clean, corrupted, metric: Metric, receivers, receive
     receivers = _check_heads(model, receivers, "receiver")
     first = min(l for l, _ in receivers)
     n_heads = model.cfg.n_heads
-    senders = [[(l, h)] for l in range(first) for h in range(n_heads)]
+    layers = [l for l in warn_headless(model, "path_patch_sweep") if l < first]
+    senders = [[(l, h)] for l in layers for h in range(n_heads)]
     out = torch.full((model.cfg.n_layers, n_heads), float("nan"))
     if senders:
         values = path_patch_many(model, clean, corrupted, metric, senders, receivers, receiver_input, batch_size)
-        out[:first] = values.view(first, n_heads)
+        out[layers] = values.view(len(layers), n_heads)
     return out

@@ -3,16 +3,19 @@
 import torch
 
 import harness
-from tests.harness import hf_tiny, hf_tiny_moe
+from tests.harness import hf_tiny, hf_tiny_layers, hf_tiny_moe
 
 DENSE = list(hf_tiny.CONFIGS)
 MOE = "mixtral-7experts-top3"
-ALL = DENSE + [MOE]
+LAYER_KINDS = ["olmo2-gqa", "gpt-oss-sinks-alternating"]  # post-norms only; sinks with MoE
+ALL = DENSE + [MOE] + LAYER_KINDS
 
 
 def load(name: str):
-    hf = hf_tiny.build(name) if name in hf_tiny.CONFIGS else hf_tiny_moe.build(name)
-    return harness.load(hf).eval()
+    for module in (hf_tiny, hf_tiny_moe, hf_tiny_layers):
+        if name in module.CONFIGS:
+            return harness.load(module.build(name)).eval()
+    raise KeyError(name)
 
 
 def pair(model, batch: int = 2, length: int = 6, seed: int = 0):
