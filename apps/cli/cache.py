@@ -96,17 +96,23 @@ def cmd_cache(args) -> int:
         out = cache_pair_cmd(args, corpus, out, device)
     else:
         model = harness.load(args.model, device=device, dtype=parse_dtype(args.model_dtype))
-        out = cache_activations(
-            model, hooks_of(args, model), corpus, args.tokens, out,
-            context_length=args.context_length, batch_size=args.batch_size, dtype=args.dtype, seed=args.seed,
-            prepend_bos=args.prepend_bos, split=args.split, heldout_fraction=args.heldout_fraction,
-            shard_mb=args.shard_mb, shard_contexts=args.shard_contexts, progress=not args.no_progress,
-            command=command_line())
+        out = cache_activations(model, hooks_of(args, model), corpus, args.tokens, out, settings_of(args),
+                                command=command_line())
     if ranks.is_main:
         print(out)
     if ranks.world > 1 and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return 0
+
+
+def settings_of(args):
+    """The cache settings both kinds of cache take from the command line."""
+    from harness.caching.settings import CacheSettings
+
+    return CacheSettings(context_length=args.context_length, batch_size=args.batch_size, dtype=args.dtype,
+                         seed=args.seed, prepend_bos=args.prepend_bos, split=args.split,
+                         heldout_fraction=args.heldout_fraction, shard_mb=args.shard_mb,
+                         shard_contexts=args.shard_contexts, progress=not args.no_progress)
 
 
 def hooks_of(args, model) -> list[str]:
@@ -141,9 +147,6 @@ def cache_pair_cmd(args, corpus, out, device):
     dtype = parse_dtype(args.model_dtype)
     base, aligned = (harness.load(name, device=device, dtype=dtype) for name in args.pair)
     check_pair(base, aligned, what="a paired cache")
-    return cache_pair(base, aligned, hooks_of(args, base), corpus, args.tokens, out, prompts=prompts,
-                      chat_fraction=args.chat_fraction, context_length=args.context_length,
-                      batch_size=args.batch_size, dtype=args.dtype, seed=args.seed, prepend_bos=args.prepend_bos,
-                      split=args.split, heldout_fraction=args.heldout_fraction, skip_positions=args.skip_positions,
-                      shard_mb=args.shard_mb, shard_contexts=args.shard_contexts, progress=not args.no_progress,
+    return cache_pair(base, aligned, hooks_of(args, base), corpus, args.tokens, out, settings_of(args),
+                      prompts=prompts, chat_fraction=args.chat_fraction, skip_positions=args.skip_positions,
                       command=command_line())

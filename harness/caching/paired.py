@@ -36,6 +36,7 @@ import torch
 from harness.caching import manifest as mf
 from harness.caching.hooks import resolve_hooks, stop_layer
 from harness.caching.job import run_sharded_job
+from harness.caching.settings import CacheSettings
 from harness.caching.outliers import DEFAULT_SKIP_POSITIONS, position_flags, special_token_ids
 from harness.caching.writer import FORMAT, _device, parse_dtype, tokenizer_identity
 from harness.compat import check_pair
@@ -130,17 +131,17 @@ def _check_per_position(model, hooks, first: np.ndarray, stop) -> int:
     return size
 
 
-def cache_pair(base, aligned, hooks, corpus, n_tokens: int, out_dir, *, prompts: Sequence[str] = (),
-               chat_fraction: float | None = None, context_length: int = 128, batch_size: int = 8,
-               dtype="float32", seed: int = 0, prepend_bos: bool | None = None, split: str = "train",
-               heldout_fraction: float = 0.05, skip_positions: int = DEFAULT_SKIP_POSITIONS,
-               shard_contexts: int | None = None, shard_mb: float = 256, shuffle_buffer: int = 4096,
-               progress: bool = True, command: str | None = None) -> Path:
+def cache_pair(base, aligned, hooks, corpus, n_tokens: int, out_dir, settings: CacheSettings | None = None, *,
+               prompts: Sequence[str] = (), chat_fraction: float | None = None,
+               skip_positions: int = DEFAULT_SKIP_POSITIONS, command: str | None = None, **overrides) -> Path:
     """Cache `hooks` (names or globs) of both models over the same n_tokens (rounded up to whole
     contexts): text from `corpus` mixed with chat-formatted `prompts` (chat_fraction of the
     contexts, default 0.5 when prompts are given). Resumes a matching unfinished job in out_dir;
     returns the folder. PairMismatchError (one line) for models of another architecture or
-    tokenizer; HookNameError for a hook or layer the models do not have."""
+    tokenizer; HookNameError for a hook or layer the models do not have. `settings` and keyword
+    `overrides` as for cache_activations."""
+    s = CacheSettings.of(settings, overrides)
+    context_length, batch_size, seed, split = s.context_length, s.batch_size, s.seed, s.split
     check_pair(base, aligned, what="a paired cache")
     out = Path(out_dir)
     names = resolve_hooks(base, hooks)
@@ -157,13 +158,13 @@ def cache_pair(base, aligned, hooks, corpus, n_tokens: int, out_dir, *, prompts:
         raise HarnessError(f"tokens ({n_tokens}) and batch size ({batch_size}) must be positive, "
                            f"skip positions ({skip_positions}) at least 0")
     corpus = load_corpus(corpus)
-    dtype = parse_dtype(dtype)
+    dtype = parse_dtype(s.dtype)
     n_contexts = math.ceil(n_tokens / context_length)
     n_chat = sum(is_chat(i, fraction) for i in range(n_contexts))
-    bos = resolve_prepend_bos(tokenizer, prepend_bos)
+    bos = resolve_prepend_bos(tokenizer, s.prepend_bos)
     bos_id, sep_id = (tokenizer.bos_token_id if bos else None), separator_id(tokenizer)
-    shuffle_buffer = max(1, min(shuffle_buffer, n_contexts - n_chat))  # never fill more than the job needs
-    text = pack(corpus, tokenizer, context_length, prepend_bos=bos, split=split, heldout_fraction=heldout_fraction,
+    shuffle_buffer = max(1, min(s.shuffle_buffer, n_contexts - n_chat))  # never fill more than the job needs
+    text = pack(corpus, tokenizer, context_length, prepend_bos=bos, split=split, heldout_fraction=s.heldout_fraction,
                 seed=seed, shuffle_buffer=shuffle_buffer)
     chat = chat_contexts(prompt_ids(tokenizer, prompts), context_length, bos_id, sep_id, seed) if fraction else None
     contexts = interleave(text, chat, fraction)
@@ -173,8 +174,9 @@ def cache_pair(base, aligned, hooks, corpus, n_tokens: int, out_dir, *, prompts:
     contexts = prefetch(itertools.chain([first], contexts), depth=max(256, 2 * batch_size))
     stop = stop_layer(names, base.cfg.n_layers)
     per_context = 2 * _check_per_position(base, names, first, stop) * dtype.itemsize
+    shard_contexts = s.shard_contexts
     if shard_contexts is None:
-        fit = int(shard_mb * 2**20) // max(per_context, 1)
+        fit = int(s.shard_mb * 2**20) // max(per_context, 1)
         shard_contexts = max(batch_size, fit // batch_size * batch_size)
     if shard_contexts % batch_size:
         raise HarnessError(f"shard_contexts ({shard_contexts}) must be a multiple of batch_size ({batch_size})")
@@ -185,7 +187,7 @@ def cache_pair(base, aligned, hooks, corpus, n_tokens: int, out_dir, *, prompts:
            "dtype": str(dtype).removeprefix("torch."), "context_length": context_length, "n_contexts": n_contexts,
            "n_tokens": n_contexts * context_length, "batch_size": batch_size, "shard_contexts": shard_contexts,
            "corpus": {"name": corpus.name, **corpus.fingerprint}, "split": split,
-           "heldout_fraction": heldout_fraction, "prepend_bos": bos, "seed": seed, "shuffle_buffer": shuffle_buffer,
+           "heldout_fraction": s.heldout_fraction, "prepend_bos": bos, "seed": seed, "shuffle_buffer": shuffle_buffer,
            "stop_at_layer": stop,
            "chat": {"fraction": fraction, "contexts": n_chat, "prompts": len(prompts), "prompts_sha256": digest,
                     "template": bool(getattr(tokenizer, "chat_template", None))},
@@ -208,4 +210,4 @@ def cache_pair(base, aligned, hooks, corpus, n_tokens: int, out_dir, *, prompts:
                            "and delete this --out folder or use a new one")
 
     return run_sharded_job(out, mf.PAIRED_KIND, job, identities, contexts, compute, command=command,
-                           progress=progress, ran_out=ran_out, desc="caching pair")
+                           progress=s.progress, ran_out=ran_out, desc="caching pair")

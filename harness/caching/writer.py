@@ -17,13 +17,13 @@ import itertools
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from harness.caching import manifest as mf
 from harness.caching.distributed import Ranks
 from harness.caching.hooks import resolve_hooks, stop_layer
 from harness.caching.job import run_sharded_job
+from harness.caching.settings import CacheSettings
 from harness.data.corpus import CorpusError, load_corpus
 from harness.data.packing import pack, prefetch, resolve_prepend_bos
 from harness.errors import HarnessError
@@ -85,14 +85,14 @@ def _auto_shard_contexts(model, hooks, first, stop, dtype, batch_size, shard_mb)
     return max(batch_size, fit // batch_size * batch_size)
 
 
-def cache_activations(model, hooks, corpus, n_tokens: int, out_dir, *, context_length: int = 128,
-                      batch_size: int = 8, dtype="float32", seed: int = 0, prepend_bos: bool | None = None,
-                      split: str = "train", heldout_fraction: float = 0.05, shard_contexts: int | None = None,
-                      shard_mb: float = 256, shuffle_buffer: int = 4096, progress: bool = True,
-                      command: str | None = None) -> Path:
+def cache_activations(model, hooks, corpus, n_tokens: int, out_dir, settings: CacheSettings | None = None, *,
+                      command: str | None = None, **overrides) -> Path:
     """Cache the activations of `hooks` (names or globs) over the first n_tokens of `corpus`
     (rounded up to whole contexts) into `out_dir`; resumes a matching unfinished job there.
-    Returns the folder. Read it back with CachedActivations(out_dir)."""
+    `settings` (CacheSettings) says how; keyword `overrides` replace its fields. Returns the
+    folder. Read it back with CachedActivations(out_dir)."""
+    s = CacheSettings.of(settings, overrides)
+    context_length, batch_size, seed, split = s.context_length, s.batch_size, s.seed, s.split
     ranks = Ranks.from_env()
     out = Path(out_dir)
     names = resolve_hooks(model, hooks)
@@ -100,29 +100,30 @@ def cache_activations(model, hooks, corpus, n_tokens: int, out_dir, *, context_l
     if tokenizer is None:
         raise HarnessError("the model has no tokenizer; load it with one (tokenizer=...) to cache a text corpus")
     corpus = load_corpus(corpus)
-    dtype = parse_dtype(dtype)
+    dtype = parse_dtype(s.dtype)
     if n_tokens < 1 or batch_size < 1:
         raise HarnessError(f"tokens ({n_tokens}) and batch size ({batch_size}) must be positive")
     n_contexts = math.ceil(n_tokens / context_length)
-    bos = resolve_prepend_bos(tokenizer, prepend_bos)
+    bos = resolve_prepend_bos(tokenizer, s.prepend_bos)
     # The shuffle buffer is filled before the first context comes out: never fill more than the job needs.
-    shuffle_buffer = min(shuffle_buffer, n_contexts)
+    shuffle_buffer = min(s.shuffle_buffer, n_contexts)
     contexts = pack(corpus, tokenizer, context_length, prepend_bos=bos, split=split,
-                    heldout_fraction=heldout_fraction, seed=seed, shuffle_buffer=shuffle_buffer)
+                    heldout_fraction=s.heldout_fraction, seed=seed, shuffle_buffer=shuffle_buffer)
     first = next(contexts, None)
     if first is None:
         raise CorpusError(f"corpus {corpus.name!r} ({split} split) yields not one context of {context_length} tokens")
     contexts = prefetch(itertools.chain([first], contexts), depth=max(256, 2 * batch_size))
     stop = stop_layer(names, _n_layers(model))
+    shard_contexts = s.shard_contexts
     if shard_contexts is None:
-        shard_contexts = _auto_shard_contexts(model, names, first, stop, dtype, batch_size, shard_mb)
+        shard_contexts = _auto_shard_contexts(model, names, first, stop, dtype, batch_size, s.shard_mb)
     if shard_contexts % batch_size:
         raise HarnessError(f"shard_contexts ({shard_contexts}) must be a multiple of batch_size ({batch_size})")
     job = {"format": FORMAT, "model": mf.model_identity(model), "tokenizer": tokenizer_identity(tokenizer),
            "hooks": names, "dtype": str(dtype).removeprefix("torch."), "context_length": context_length,
            "n_contexts": n_contexts, "n_tokens": n_contexts * context_length, "batch_size": batch_size,
            "shard_contexts": shard_contexts, "corpus": {"name": corpus.name, **corpus.fingerprint},
-           "split": split, "heldout_fraction": heldout_fraction, "prepend_bos": bos, "seed": seed,
+           "split": split, "heldout_fraction": s.heldout_fraction, "prepend_bos": bos, "seed": seed,
            "shuffle_buffer": shuffle_buffer,
            "stop_at_layer": stop}
 
@@ -131,4 +132,4 @@ def cache_activations(model, hooks, corpus, n_tokens: int, out_dir, *, context_l
         f"ask for at most {have * context_length} tokens (and delete this --out folder or use a new one)")
     compute = lambda tokens, first: _forward(model, tokens, names, stop, batch_size, dtype)  # noqa: E731
     return run_sharded_job(out, mf.KIND, job, {job["model"]["name"]: job["model"]}, contexts, compute,
-                           command=command, progress=progress and ranks.is_main, ran_out=ran_out)
+                           command=command, progress=s.progress and ranks.is_main, ran_out=ran_out)
