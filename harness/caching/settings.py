@@ -5,10 +5,9 @@ before and a misspelt setting is one line naming the real ones."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
-from harness.errors import ConfigError
+from harness.settings import with_overrides
 
 
 @dataclass(frozen=True)
@@ -27,9 +26,4 @@ class CacheSettings:
 
     @classmethod
     def of(cls, settings: "CacheSettings | None" = None, overrides: dict | None = None) -> "CacheSettings":
-        settings = settings if settings is not None else cls()
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides or {}) - names)
-        if unknown:
-            raise ConfigError(f"unknown cache setting(s) {', '.join(unknown)}; settings: {', '.join(sorted(names))}")
-        return dataclasses.replace(settings, **(overrides or {}))
+        return with_overrides(cls, settings, overrides, "cache")

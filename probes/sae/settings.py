@@ -6,10 +6,10 @@ before, and a misspelt setting is one ConfigError naming the real ones.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from harness.errors import ConfigError
+from harness.settings import with_overrides
 from probes.sae.outliers import DEFAULT_SKIP_POSITIONS, NORM_RATIO
 
 
@@ -44,12 +44,7 @@ class TrainSettings:
 
     @classmethod
     def of(cls, settings: "TrainSettings | None" = None, overrides: dict | None = None) -> "TrainSettings":
-        settings = settings if settings is not None else cls()
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides or {}) - names)
-        if unknown:
-            raise ConfigError(f"unknown SAE training setting(s) {', '.join(unknown)}; settings: {', '.join(sorted(names))}")
-        settings = dataclasses.replace(settings, **(overrides or {}))
+        settings = with_overrides(cls, settings, overrides, "SAE training")
         if settings.d_sae < 1 or settings.tokens < 1:
             raise ConfigError(f"d_sae ({settings.d_sae}) and tokens ({settings.tokens}) must both be given and positive")
         return settings
