@@ -224,10 +224,6 @@ def _wants_chat(name: str, model, chat: bool | None) -> bool:
     return chat
 
 
-def _device(model):
-    return next(model.parameters()).device
-
-
 def _prompt_tokens(model, name: str, prompt: str, chat: bool):
     """The prompt as the model sees it (text, [1, pos] tokens)."""
     import torch
@@ -240,7 +236,9 @@ def _prompt_tokens(model, name: str, prompt: str, chat: bool):
         tokens = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
     else:
         text, tokens = prompt, model.to_tokens(prompt, prepend_bos=model.cfg.tokenizer_prepends_bos)
-    return text, tokens.to(_device(model))
+    from harness.devices import device_of
+
+    return text, tokens.to(device_of(model))
 
 
 def _generate(model, name: str, prompt: str, max_new_tokens: int, chat: bool):

@@ -38,10 +38,11 @@ from harness.caching.hooks import resolve_hooks, stop_layer
 from harness.caching.job import run_sharded_job
 from harness.caching.settings import CacheSettings
 from harness.caching.outliers import DEFAULT_SKIP_POSITIONS, position_flags, special_token_ids
-from harness.caching.writer import FORMAT, _device, parse_dtype, tokenizer_identity
+from harness.caching.writer import FORMAT, parse_dtype, tokenizer_identity
 from harness.compat import check_pair
 from harness.data.corpus import CorpusError, load_corpus
 from harness.data.packing import pack, pack_tokens, prefetch, resolve_prepend_bos, separator_id
+from harness.devices import device_of
 from harness.errors import HarnessError, HookNameError
 
 ROLES = ("base", "aligned")
@@ -95,7 +96,7 @@ def _forward(model, tokens: torch.Tensor, hooks: list[str], stop, batch_size: in
     """(activations {hook: [n, L, d] dtype}, norms {hook: [n, L] float32}) on CPU, batch by batch.
     The hooks are added once for all the batches (run_with_cache adds and removes them on every
     call, which walks every hook point: a few percent of a small model's forward)."""
-    device = _device(model)
+    device = device_of(model)
     acts: dict[str, torch.Tensor] = {}
     norms: dict[str, torch.Tensor] = {}
     rows = slice(0, 0)
@@ -119,7 +120,7 @@ def _forward(model, tokens: torch.Tensor, hooks: list[str], stop, batch_size: in
 def _check_per_position(model, hooks, first: np.ndarray, stop) -> int:
     """Bytes of one context's activations; HookNameError for a hook that is not [pos, d]."""
     with torch.inference_mode():
-        _, cache = model.run_with_cache(torch.from_numpy(first[None]).long().to(_device(model)), names_filter=hooks,
+        _, cache = model.run_with_cache(torch.from_numpy(first[None]).long().to(device_of(model)), names_filter=hooks,
                                         stop_at_layer=stop)
     size = 0
     for h in hooks:

@@ -26,6 +26,7 @@ from harness.caching.job import run_sharded_job
 from harness.caching.settings import CacheSettings
 from harness.data.corpus import CorpusError, load_corpus
 from harness.data.packing import pack, prefetch, resolve_prepend_bos
+from harness.devices import device_of
 from harness.errors import HarnessError
 
 FORMAT = 1
@@ -49,13 +50,6 @@ def tokenizer_identity(tokenizer) -> dict:
             "sha256": hashlib.sha256(spec.encode("utf-8")).hexdigest()}
 
 
-def _device(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
 def _n_layers(model) -> int | None:
     cfg = getattr(model, "cfg", None)
     return getattr(cfg, "n_layers", None)
@@ -65,7 +59,7 @@ def _n_layers(model) -> int | None:
 def _forward(model, tokens: torch.Tensor, hooks: list[str], stop: int | None, batch_size: int,
              dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """The hooks' activations for `tokens` [n, L], computed batch by batch into preallocated CPU tensors."""
-    device = _device(model)
+    device = device_of(model)
     out: dict[str, torch.Tensor] = {}
     for i in range(0, len(tokens), batch_size):
         batch = tokens[i:i + batch_size].to(device=device, dtype=torch.long)

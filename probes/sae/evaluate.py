@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from harness.devices import device_of
 from harness.errors import HarnessError
 from probes.sae.io import check_fits
 from probes.sae.outliers import Exclusion, special_token_ids
@@ -140,7 +141,7 @@ def evaluate_sae(sae, model, hook: str | None = None, *, tokens=None, corpus="st
 
         batches = tqdm(batches, desc="evaluating", unit="batch")
     for i in batches:
-        batch = tokens[i:i + batch_size].to(_device(model))
+        batch = tokens[i:i + batch_size].to(device_of(model))
         clean, spliced, zeroed, x, feats, recon, masks = _three_runs(sae, model, hook, batch, ex)
         for key in ("position", "special", "norm", "kept"):
             counts[key] = counts.get(key, 0) + int(masks[key].sum())
@@ -280,7 +281,3 @@ class _Logits:
                 "ce_loss_recovered": recovered, "ce_loss_score": recovered,
                 "kl_div": kl, "kl_div_with_ablation": kl_zero,
                 "kl_div_score": (kl_zero - kl) / kl_zero if kl_zero > 0 else float("nan")}
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device

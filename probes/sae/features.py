@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.devices import device_of
 from harness.errors import HarnessError
 from harness.progress import progress
 from probes.sae.evaluate import heldout_tokens
@@ -44,7 +45,7 @@ def feature_acts(sae, model, hook: str, tokens: torch.Tensor, exclusion=None) ->
 
     ex = exclusion if exclusion is not None else Exclusion.of_sae(sae)
     with torch.inference_mode():
-        tokens = tokens.to(next(model.parameters()).device)
+        tokens = tokens.to(device_of(model))
         _, cache = model.run_with_cache(tokens, names_filter=[hook],
                                         stop_at_layer=stop_layer([hook], model.cfg.n_layers))
         x = cache[hook]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from harness.devices import device_of
 from harness.errors import HarnessError, ShapeError
 
 CFG_FILE = "cfg.json"
@@ -86,7 +87,7 @@ def hook_width(model, hook: str) -> int:
     from harness.caching.hooks import stop_layer
 
     model.check_hook_names([hook])
-    tokens = torch.zeros((1, 2), dtype=torch.long, device=_device(model))
+    tokens = torch.zeros((1, 2), dtype=torch.long, device=device_of(model))
     with torch.inference_mode():
         _, cache = model.run_with_cache(tokens, names_filter=[hook],
                                         stop_at_layer=stop_layer([hook], model.cfg.n_layers))
@@ -106,10 +107,3 @@ def check_fits(sae, model, hook: str | None = None) -> str:
         raise ShapeError(f"SAE d_in is {sae.cfg.d_in} but hook {hook!r} of this model has width {width}; "
                          "use the SAE with the model and hook it was trained on")
     return hook
-
-
-def _device(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")

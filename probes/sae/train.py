@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from harness.devices import device_of
 from harness.errors import ConfigError, RunError
 from probes.sae.checkpoint import Checkpoints
 from probes.sae.configs import sae_config
@@ -261,7 +262,7 @@ class _ModelSource:
         self.d_in = hook_width(model, hook)  # also raises HookNameError for a hook the model lacks
         self.corpus = load_corpus(corpus)
         self.prepend_bos = resolve_prepend_bos(model.tokenizer, None) if model.tokenizer is not None else False
-        self.device = str(next(model.parameters()).device)
+        self.device = str(device_of(model))
         self.model_name = model.identity.get("name") or model.cfg.family
         self.dataset_path = f"harness:{self.corpus.name}"
         self.n_tokens = n_tokens
