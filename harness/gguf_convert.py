@@ -34,10 +34,10 @@ def _sidecar(cache_dir) -> Path:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    from harness.runs import atomic_write
+
+    text = json.dumps(obj, indent=1).encode("utf-8")
+    atomic_write(path, lambda f: f.write(text))
 
 
 def _file_key(path: Path) -> dict:
