@@ -56,6 +56,71 @@ def build(name: str, seed: int = 0):
     return _perturb(cls(**kwargs), seed)
 
 
+def saved_and_loaded(build, name: str, tmp_path_factory):
+    """(name, transformers model, ours): the tiny model `build(name)` saved to a folder and loaded back
+    through `harness.load`, the path real checkpoints take."""
+    import harness
+
+    hf = build(name)
+    folder = tmp_path_factory.mktemp(name)
+    hf.save_pretrained(folder)
+    return name, hf, harness.load(folder)
+
+
+def assert_left_padded_matches(hf, ours, rows, name: str, tol: float = 1e-4):
+    """The [1, n] token rows batched with left padding (pad id 0, mask 0): each row's real positions
+    give the logits of the row run alone, and transformers' given the same mask and positions counted
+    from the first real token (what its generate does for every family)."""
+    width = max(row.shape[-1] for row in rows)
+    batch, mask = torch.zeros(len(rows), width, dtype=torch.long), torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        batch[i, width - row.shape[-1]:], mask[i, width - row.shape[-1]:] = row[0], 1
+    with torch.no_grad():
+        padded = ours(batch, attention_mask=mask)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ref = hf(batch, attention_mask=mask, position_ids=positions).logits
+        for i, row in enumerate(rows):
+            real = slice(width - row.shape[-1], None)
+            assert (padded[i, real] - ours(row)[0]).abs().max().item() < tol, (name, i)
+            assert (ref[i, real] - padded[i, real]).abs().max().item() < tol, (name, i)
+
+
+def random_tokens(hf, shape, seed: int, low: int = 0):
+    return torch.randint(low, hf.config.vocab_size, shape, generator=torch.Generator().manual_seed(seed))
+
+
+class ParityChecks:
+    """What every tiny family passes against transformers: logits and every layer, the in-memory model
+    loaded directly, a left-padded batch, greedy generation. A test module subclasses it (as Test...)
+    next to its `pair` fixture ((name, transformers model, ours loaded from the saved folder))."""
+
+    LOW = 0  # the lowest token id the checks feed
+
+    def tokens(self, hf, shape, seed: int):
+        return random_tokens(hf, shape, seed, self.LOW)
+
+    def test_logits_and_every_layer_match(self, pair):
+        name, hf, ours = pair
+        assert_layers_match(hf, ours, self.tokens(hf, (2, 40), 1), name)
+
+    def test_in_memory_model_matches(self, pair):
+        import harness
+
+        name, hf, _ = pair
+        ours = harness.load(hf)
+        tokens = self.tokens(hf, (1, 25), 5)
+        with torch.no_grad():
+            assert (hf(tokens).logits - ours(tokens)).abs().max().item() < 1e-4, name
+
+    def test_padded_batch_matches(self, pair):
+        name, hf, ours = pair
+        assert_left_padded_matches(hf, ours, [self.tokens(hf, (1, 24), 2), self.tokens(hf, (1, 15), 3)], name)
+
+    def test_greedy_generation_identical(self, pair):
+        name, hf, ours = pair
+        assert_greedy_matches(hf, ours, self.tokens(hf, (1, 6), 3), name)
+
+
 def assert_layers_match(hf, ours, tokens, name: str, tol: float = 1e-4):
     """Logits and every layer's hook_resid_post against transformers' hidden states."""
     with torch.no_grad():

@@ -7,7 +7,7 @@ import torch
 
 import harness
 from harness.errors import UnsupportedArchitectureError
-from tests.harness.hf_tiny import assert_fused_matches_eager, assert_greedy_matches, assert_layers_match
+from tests.harness.hf_tiny import ParityChecks, assert_fused_matches_eager, random_tokens, saved_and_loaded
 from tests.harness.hf_tiny_layers import CONFIGS, build
 
 TOL = 1e-4
@@ -15,14 +15,11 @@ TOL = 1e-4
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
 def pair(request, tmp_path_factory):
-    hf = build(request.param)
-    folder = tmp_path_factory.mktemp(request.param)
-    hf.save_pretrained(folder)
-    return request.param, hf, harness.load(folder)
+    return saved_and_loaded(build, request.param, tmp_path_factory)
 
 
 def _tokens(hf, shape, seed):
-    return torch.randint(2, hf.config.vocab_size, shape, generator=torch.Generator().manual_seed(seed))
+    return random_tokens(hf, shape, seed, low=2)
 
 
 def _left_padded(hf, lengths, seed):
@@ -34,34 +31,8 @@ def _left_padded(hf, lengths, seed):
     return batch, mask
 
 
-def test_logits_and_every_layer_match(pair):
-    name, hf, ours = pair
-    assert_layers_match(hf, ours, _tokens(hf, (2, 40), 1), name, TOL)
-
-
-def test_in_memory_model_matches(pair):
-    name, hf, _ = pair
-    ours = harness.load(hf)
-    tokens = _tokens(hf, (1, 25), 5)
-    with torch.no_grad():
-        assert (hf(tokens).logits - ours(tokens)).abs().max().item() < TOL, name
-
-
-def test_padded_batch_matches(pair):
-    name, hf, ours = pair
-    batch, mask = _left_padded(hf, [24, 15], 2)
-    with torch.no_grad():
-        padded = ours(batch, attention_mask=mask)
-        alone = ours(batch[1:, 9:])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        ref = hf(batch, attention_mask=mask, position_ids=positions).logits
-    assert (padded[1, 9:] - alone[0]).abs().max().item() < TOL, name
-    assert (ref[:, 9:] - padded[:, 9:]).abs().max().item() < TOL, name
-
-
-def test_greedy_generation_identical(pair):
-    name, hf, ours = pair
-    assert_greedy_matches(hf, ours, _tokens(hf, (1, 6), 3), name)
+class TestAgainstTransformers(ParityChecks):
+    LOW = 2
 
 
 def test_greedy_generation_of_a_left_padded_batch_identical(pair):

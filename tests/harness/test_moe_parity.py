@@ -8,27 +8,22 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 import harness
 from harness.models.components import rope_inv_freq
-from tests.harness.hf_tiny import assert_fused_matches_eager, assert_greedy_matches, assert_layers_match
+from tests.harness.hf_tiny import ParityChecks, assert_fused_matches_eager, random_tokens, saved_and_loaded
 from tests.harness.hf_tiny_moe import CONFIGS, build
 
 TOL = 1e-4
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
-def pair(request, tmp_path_factory):
-    hf = build(request.param)
-    folder = tmp_path_factory.mktemp(request.param)
-    hf.save_pretrained(folder)  # saved one expert at a time, unlike the in-memory 3-D layout
-    return request.param, hf, harness.load(folder)
+def pair(request, tmp_path_factory):  # saved one expert at a time, unlike the in-memory 3-D layout
+    return saved_and_loaded(build, request.param, tmp_path_factory)
 
 
-def _tokens(hf, shape, seed):
-    return torch.randint(0, hf.config.vocab_size, shape, generator=torch.Generator().manual_seed(seed))
+_tokens = random_tokens
 
 
-def test_logits_and_every_layer_match(pair):
-    name, hf, ours = pair
-    assert_layers_match(hf, ours, _tokens(hf, (2, 40), 1), name, TOL)
+class TestAgainstTransformers(ParityChecks):
+    """The in-memory model keeps transformers' stacked layout (experts.gate_up_proj [experts, 2h, d])."""
 
 
 def test_watched_expert_path_matches_too(pair):
@@ -41,37 +36,10 @@ def test_watched_expert_path_matches_too(pair):
     assert cache.keys() and (ref - looped).abs().max().item() < TOL, name
 
 
-def test_in_memory_model_with_stacked_experts_matches(pair):
-    name, hf, _ = pair
-    ours = harness.load(hf)  # transformers' in-memory layout: experts.gate_up_proj [experts, 2h, d]
-    tokens = _tokens(hf, (1, 25), 5)
-    with torch.no_grad():
-        assert (hf(tokens).logits - ours(tokens)).abs().max().item() < TOL, name
-
-
 def test_moe_layers_are_where_transformers_has_them(pair):
     name, hf, ours = pair
     for layer, (theirs, mine) in enumerate(zip(hf.model.layers, ours.blocks)):
         assert hasattr(theirs.mlp, "experts") == hasattr(mine.mlp, "experts"), (name, layer)
-
-
-def test_padded_batch_matches(pair):
-    name, hf, ours = pair
-    a, b = _tokens(hf, (1, 24), 2), _tokens(hf, (1, 15), 3)
-    batch, mask = torch.zeros(2, 24, dtype=torch.long), torch.zeros(2, 24, dtype=torch.long)
-    batch[0], mask[0] = a[0], 1
-    batch[1, 9:], mask[1, 9:] = b[0], 1  # left padding
-    with torch.no_grad():
-        padded = ours(batch, attention_mask=mask)
-        assert (padded[1, 9:] - ours(b)[0]).abs().max().item() < TOL, name
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        ref = hf(batch, attention_mask=mask, position_ids=positions).logits
-    assert (ref[1, 9:] - padded[1, 9:]).abs().max().item() < TOL, name
-
-
-def test_greedy_generation_identical(pair):
-    name, hf, ours = pair
-    assert_greedy_matches(hf, ours, _tokens(hf, (1, 6), 3), name)
 
 
 def test_fused_and_eager_attention_agree(pair):
