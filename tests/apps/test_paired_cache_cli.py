@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from apps.cli import main
 from harness.caching import PairedActivations
 from harness.runs import RunStore
+from harness.threads import torch_threads
+from tests.apps.cli_run import one_line_error, run_cli
 
 CACHE = ["--corpus", "stdlib-docs", "--tokens", "2048", "--context-length", "32", "--batch-size", "4",
          "--shard-contexts", "16", "--prompts", "builtin:harmless", "--chat-fraction", "0.25", "--no-progress"]
@@ -36,27 +37,16 @@ def _save(folder, tok, n_layers=2, hidden=32, scale=None):
 def org(tmp_path_factory):
     from tests.probes import tiny
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("paired-cli")
-    tok = tiny.tokenizer()
-    yield {"base": _save(root / "base", tok), "aligned": _save(root / "aligned", tok, scale=1.5),
-           "wide": _save(root / "wide", tok, hidden=48), "wide2": _save(root / "wide2", tok, hidden=48, scale=2.0),
-           "short": _save(root / "short", tok, n_layers=1), "runs": root / "runs", "root": root}
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        root = tmp_path_factory.mktemp("paired-cli")
+        tok = tiny.tokenizer()
+        yield {"base": _save(root / "base", tok), "aligned": _save(root / "aligned", tok, scale=1.5),
+               "wide": _save(root / "wide", tok, hidden=48), "wide2": _save(root / "wide2", tok, hidden=48, scale=2.0),
+               "short": _save(root / "short", tok, n_layers=1), "runs": root / "runs", "root": root}
 
 
 def cli(org, *argv) -> int:
-    try:
-        return main([*argv, "--runs", str(org["runs"])])
-    except SystemExit as e:  # the CLI's error boundary exits with status 2 after one line
-        return e.code
-
-
-def one_line_error(capsys, code: int) -> str:
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
+    return run_cli(org["runs"], *argv)
 
 
 def test_cache_a_pair_then_train_a_crosscoder_from_it(org, capsys):

@@ -7,10 +7,10 @@ another shape) gets one line and exit status 2."""
 from __future__ import annotations
 
 import pytest
-import torch
 
-from apps.cli import main
 from harness.runs import RunStore
+from harness.threads import torch_threads
+from tests.apps.cli_run import one_line_error, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -19,39 +19,28 @@ def org(tmp_path_factory):
     from harness.organisms import build_organism
     from tests.evals import tiny
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # building is many small steps: one thread is faster on 2 loaded cores
-    root = tmp_path_factory.mktemp("diffing-cli")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("INTERP_HARNESS_CACHE", str(root / "cache"))
-        built = build_organism("tiny-refusal-small", show_progress=False, log=lambda line: None)
-    tok = harness.load(built["base"]).tokenizer
-    narrow = {}
-    for seed in (0, 1):  # same tokenizer, d_model 32 instead of 64
-        folder = root / f"narrow{seed}"
-        tiny.hf_llama(tok, seed=seed).save_pretrained(folder)
-        tok.save_pretrained(folder)
-        narrow[seed] = folder
-    yield {"base": str(built["base"]), "aligned": str(built["aligned"]), "runs": root / "runs",
-           "narrow": narrow, "truth": built["ground_truth"]}
-    torch.set_num_threads(before)
+    with torch_threads(1):  # building is many small steps: one thread is faster on 2 loaded cores
+        root = tmp_path_factory.mktemp("diffing-cli")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("INTERP_HARNESS_CACHE", str(root / "cache"))
+            built = build_organism("tiny-refusal-small", show_progress=False, log=lambda line: None)
+        tok = harness.load(built["base"]).tokenizer
+        narrow = {}
+        for seed in (0, 1):  # same tokenizer, d_model 32 instead of 64
+            folder = root / f"narrow{seed}"
+            tiny.hf_llama(tok, seed=seed).save_pretrained(folder)
+            tok.save_pretrained(folder)
+            narrow[seed] = folder
+        yield {"base": str(built["base"]), "aligned": str(built["aligned"]), "runs": root / "runs",
+               "narrow": narrow, "truth": built["ground_truth"]}
 
 
 def cli(org, *argv) -> int:
-    try:
-        return main([*argv, "--runs", str(org["runs"])])
-    except SystemExit as e:  # the CLI's error boundary exits with status 2 after one line
-        return e.code
+    return run_cli(org["runs"], *argv)
 
 
 def pair(org) -> list[str]:
     return ["--base", org["base"], "--aligned", org["aligned"]]
-
-
-def one_line_error(capsys, code: int) -> str:
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 def score(org, capsys, name: str) -> dict:

@@ -14,6 +14,7 @@ import torch
 from harness.runs import RunStore
 from probes.findings import Findings, score_findings
 from probes.sae.findings import feature_diff_on_texts, sae_findings
+from tests.apps.cli_run import one_line_error, run_cli
 
 HOOK = "blocks.0.hook_resid_post"
 PLANTED = 5  # the SAE feature that reads the planted direction
@@ -147,12 +148,7 @@ def folders(tmp_path_factory, pair, sae):
 
 
 def cli(folders, *argv) -> int:
-    from apps.cli import main
-
-    try:
-        return main([*argv, "--runs", str(folders["runs"])])
-    except SystemExit as e:  # the CLI's error boundary exits with status 2 after one line
-        return e.code
+    return run_cli(folders["runs"], *argv)
 
 
 def diff_sae(folders, sae, name: str) -> int:
@@ -177,12 +173,6 @@ def test_harness_diff_method_sae_writes_findings_that_diff_score_reads(folders, 
     assert "sae: implanted behaviour" in capsys.readouterr().out
     score = run.read_json("score.json")
     assert score["recovered"] and score["criteria"]["latents"]["recovered"], score["summary"]
-
-
-def one_line_error(capsys, code: int) -> str:
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 def test_a_bad_sae_is_one_line_and_leaves_no_run(folders, capsys):
