@@ -1,8 +1,6 @@
 """Tasks with several lm-eval filters (gsm8k-style): sample rows keep lm-eval's own fields, and the
 comparison is made per filter, never pooled across filters."""
 
-import json
-
 import pytest
 
 from evals.compare import compare_items
@@ -40,15 +38,13 @@ filter_list:
 
 def _task(folder, rows):
     folder.mkdir(exist_ok=True)
-    (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (folder / "two.yaml").write_text(TWO_FILTER_YAML.replace("DATA", str(folder / "data.jsonl")))
+    tiny.write_task(folder, "two", TWO_FILTER_YAML, rows)
     return folder
 
 
 @pytest.fixture(scope="module")
 def models():
-    tok = tiny.tokenizer()
-    return {"base": tiny.hooked(tok, seed=0), "aligned": tiny.hooked(tok, seed=1)}
+    return tiny.model_pair()
 
 
 def test_two_filters_compared_separately(models, tmp_path):

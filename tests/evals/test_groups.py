@@ -1,8 +1,6 @@
 """A group YAML in a suite folder runs as lm-eval runs it: its subtasks under it (not twice), the
 group's aggregate as lm-eval computes it, and paired comparisons per subtask and for the group."""
 
-import json
-
 import pytest
 from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
@@ -32,16 +30,14 @@ def _folder(tmp_path, weighted=True):
     folder.mkdir()
     for name, n in (("a", 5), ("b", 9)):
         rows = [{"q": f"{name} question {i}", "choices": ["yes", "no", "maybe"], "label": i % 3} for i in range(n)]
-        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        (folder / f"{name}.yaml").write_text(SUB.replace("NAME", name).replace("DATA", str(folder / f"{name}.jsonl")))
+        tiny.write_task(folder, name, SUB.replace("NAME", name), rows)
     (folder / "group.yaml").write_text(GROUP.replace("WEIGHTED", str(weighted).lower()))
     return folder
 
 
 @pytest.fixture(scope="module")
 def models():
-    tok = tiny.tokenizer()
-    return {"base": tiny.hooked(tok, seed=0), "aligned": tiny.hooked(tok, seed=2)}
+    return tiny.model_pair(aligned_seed=2)
 
 
 def test_group_is_aggregated_as_lm_eval_does(models, tmp_path):

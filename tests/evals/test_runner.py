@@ -17,8 +17,7 @@ TASKS = "harness_knowledge,harness_sycophancy,harness_refusal"
 
 @pytest.fixture(scope="module")
 def models():
-    tok = tiny.tokenizer()
-    return {"base": tiny.hooked(tok, seed=0), "aligned": tiny.hooked(tok, seed=1)}
+    return tiny.model_pair()
 
 
 def test_run_folder_contents(models, tmp_path):

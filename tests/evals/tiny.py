@@ -4,6 +4,8 @@ tests need no hub) and a small random Llama with that vocabulary."""
 from __future__ import annotations
 
 import functools
+import json
+from pathlib import Path
 
 import torch
 import transformers as tf
@@ -62,3 +64,16 @@ def hooked(tok, seed: int = 0, n_layers: int = 2):
     import harness
 
     return harness.load(hf_llama(tok, seed, n_layers), tokenizer=tok)
+
+
+def model_pair(aligned_seed: int = 1) -> dict:
+    """{"base", "aligned"}: two tiny models on one tokenizer, differing by their random weights."""
+    tok = tokenizer()
+    return {"base": hooked(tok, seed=0), "aligned": hooked(tok, seed=aligned_seed)}
+
+
+def write_task(folder: Path, name: str, yaml_text: str, rows: list[dict]) -> None:
+    """A task in `folder`: `rows` as NAME.jsonl, and `yaml_text` as NAME.yaml with DATA standing for that file."""
+    data = folder / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / f"{name}.yaml").write_text(yaml_text.replace("DATA", str(data)))
