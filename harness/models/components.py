@@ -174,6 +174,16 @@ def effective_weight(linear: nn.Module) -> torch.Tensor:
     return weight
 
 
+def unsupported(message) -> property:
+    """A TransformerLens weight attribute a module cannot offer: reading it raises
+    UnsupportedArchitectureError(message(module)), saying what to read instead."""
+
+    def refuse(self):
+        raise UnsupportedArchitectureError(message(self))
+
+    return property(refuse)
+
+
 def _has_hooks(hook: nn.Module) -> bool:
     # Anything standing in for the HookPoint (an attached SAE) counts as a hook.
     return not isinstance(hook, HookPoint) or bool(hook.fwd_hooks or hook.bwd_hooks)

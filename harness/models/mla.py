@@ -15,8 +15,7 @@ import torch
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
-from harness.errors import UnsupportedArchitectureError
-from harness.models.components import Attention, Norm, _has_hooks, apply_rotary, effective_weight
+from harness.models.components import Attention, Norm, _has_hooks, apply_rotary, effective_weight, unsupported
 from harness.models.config import ModelConfig
 from harness.models.linear import Linear
 
@@ -66,22 +65,9 @@ class LatentAttention(Attention):
     def W_O(self) -> torch.Tensor:
         return effective_weight(self.o_proj).T.reshape(self.cfg.n_heads, self.d_v, self.cfg.d_model)
 
-    def _no_linear_map(self):
-        raise UnsupportedArchitectureError(
-            "latent attention has no per-head W_Q/W_K/W_V: the path runs through a normed latent; "
-            "use q_b_proj / kv_b_proj and the hook_q_latent / hook_kv_latent activations"
-        )
-
-    W_Q = property(lambda self: self._no_linear_map())
-    W_K = property(lambda self: self._no_linear_map())
-    W_V = property(lambda self: self._no_linear_map())
-    _W_K = property(lambda self: self._no_linear_map())
-    _W_V = property(lambda self: self._no_linear_map())
-    b_Q = property(lambda self: self._no_linear_map())
-    b_K = property(lambda self: self._no_linear_map())
-    b_V = property(lambda self: self._no_linear_map())
-    _b_K = property(lambda self: self._no_linear_map())
-    _b_V = property(lambda self: self._no_linear_map())
+    W_Q = W_K = W_V = _W_K = _W_V = b_Q = b_K = b_V = _b_K = _b_V = unsupported(lambda self: (
+        "latent attention has no per-head W_Q/W_K/W_V: the path runs through a normed latent; "
+        "use q_b_proj / kv_b_proj and the hook_q_latent / hook_kv_latent activations"))
 
     def project(self, x: torch.Tensor, rope) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cfg = self.cfg

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
-from harness.models.components import MLP, GatedActivation, _has_hooks
+from harness.models.components import MLP, GatedActivation, _has_hooks, unsupported
 from harness.models.config import ModelConfig
 from harness.models.linear import linear, takes_onednn
 
@@ -170,19 +170,9 @@ class MoE(nn.Module):
         self.hook_topk_indices = HookPoint()  # [batch, pos, k]
         self.hook_topk_weights = HookPoint()  # [batch, pos, k], float32
 
-    def _no_dense_weights(self):
-        from harness.errors import UnsupportedArchitectureError
-
-        raise UnsupportedArchitectureError(
-            f"layer {self.layer} is a mixture of experts: it has no single W_in/W_gate/W_out as TransformerLens "
-            "expects; use mlp.experts (per-expert weights) and the hook_router_logits / hook_topk_* activations"
-        )
-
-    W_in = property(lambda self: self._no_dense_weights())
-    W_gate = property(lambda self: self._no_dense_weights())
-    W_out = property(lambda self: self._no_dense_weights())
-    b_in = property(lambda self: self._no_dense_weights())
-    b_out = property(lambda self: self._no_dense_weights())
+    W_in = W_gate = W_out = b_in = b_out = unsupported(lambda self: (
+        f"layer {self.layer} is a mixture of experts: it has no single W_in/W_gate/W_out as TransformerLens "
+        "expects; use mlp.experts (per-expert weights) and the hook_router_logits / hook_topk_* activations"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, p, d = x.shape
