@@ -44,6 +44,27 @@ def pick_run_having(kind: str, label: str, required: str, command: str) -> RunIn
     return info
 
 
+def run_or_stop(kind: str | tuple[str, ...], label: str, what: str, command: str) -> RunInfo:
+    """pick_run; with no such run, the empty state (how to make one) and the end of the page."""
+    info = pick_run(kind, label)
+    if info is None:
+        empty_state(what, command)
+        st.stop()
+    return info
+
+
+def model_or_stop(source: str | None, hint: str):
+    """The loaded model of a picked source; with none picked, `hint` and the end of the page, and
+    the end of the page too (after load_model's message) when it cannot load."""
+    if not source:
+        st.info(hint)
+        st.stop()
+    model = load_model(source)
+    if model is None:
+        st.stop()
+    return model
+
+
 def run_label(info: RunInfo) -> str:
     created = (info.created or "")[:16].replace("T", " ")
     return f"{info.name} ({info.status or '?'}, {created})"

@@ -50,12 +50,7 @@ else:
 st.divider()
 st.subheader("Head detectors on a model")
 source = widgets.model_picker("Model", "circ_model")
-if not source:
-    st.info("Choose a model to score its heads live (previous-token, duplicate-token, induction).")
-    st.stop()
-model = widgets.load_model(source)
-if model is None:
-    st.stop()
+widgets.model_or_stop(source, "Choose a model to score its heads live (previous-token, duplicate-token, induction).")
 from probes.circuits.figures import head_heatmap  # noqa: E402  (after the page is drawn: torch is slow to import)
 
 with st.spinner("scoring heads on repeated random tokens..."):

@@ -13,10 +13,7 @@ widgets.sidebar()
 wanted = st.query_params.get("run")  # ?run=NAME opens that run, whatever its kind
 named = next((i for i in data.list_runs(str(data.runs_root())) if i.name == wanted and not i.error), None)
 info = named if named is not None and named.kind not in crosscoderdata.KINDS else \
-    widgets.pick_run(crosscoderdata.KINDS, "Crosscoder run")
-if info is None:
-    widgets.empty_state("crosscoder", crosscoderdata.MAKE)
-    st.stop()
+    widgets.run_or_stop(crosscoderdata.KINDS, "Crosscoder run", "crosscoder", crosscoderdata.MAKE)
 try:
     run = crosscoderdata.resolve(info)
     stats = crosscoderdata.latent_stats(run.folder)

@@ -6,10 +6,7 @@ from apps.dashboard import evaldata, figures, widgets
 
 st.title("Evaluation")
 widgets.sidebar()
-info = widgets.pick_run("eval", "Eval run")
-if info is None:
-    widgets.empty_state("eval", "harness eval --base BASE --aligned ALIGNED --suite default")
-    st.stop()
+info = widgets.run_or_stop("eval", "Eval run", "eval", "harness eval --base BASE --aligned ALIGNED --suite default")
 
 path, manifest = info.path, info.manifest
 labels = evaldata.models(path, manifest)

@@ -10,10 +10,7 @@ from harness.errors import HarnessError
 
 st.title("Features")
 widgets.sidebar()
-info = widgets.pick_run("sae", "SAE run")
-if info is None:
-    widgets.empty_state("SAE", "harness sae train ... && harness sae features --sae RUN --model MODEL")
-    st.stop()
+info = widgets.run_or_stop("sae", "SAE run", "SAE", "harness sae train ... && harness sae features --sae RUN --model MODEL")
 if not data.has(info.path, "sae/cfg.json"):
     st.error(f"SAE run {info.name} has no sae/cfg.json: the SAE was not saved (status {info.status}).")
     st.stop()
@@ -95,12 +92,7 @@ c1, c2 = st.columns([3, 1])
 with c1:
     source = widgets.model_picker("Model the SAE reads", "feat_model", default=sae["model"])
 n_tokens = c2.select_slider("Tokens to scan", [1024, 2048, 4096, 8192, 16384], value=2048, key="feat_n")
-if not source:
-    st.info("Choose the model this SAE was trained on to browse its features.")
-    st.stop()
-model = widgets.load_model(source)
-if model is None:
-    st.stop()
+model = widgets.model_or_stop(source, "Choose the model this SAE was trained on to browse its features.")
 try:
     effects = sae_live.logit_effects(str(info.path), source)
 except (HarnessError, RuntimeError) as e:
