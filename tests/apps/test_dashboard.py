@@ -10,11 +10,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from harness.runs import RunStore
+from tests.apps.apptest import app, ok, page
 from tests.apps.fixtures import make_fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
-DASH = ROOT / "apps" / "dashboard"
-TIMEOUT = 180  # a page's first run loads a model; the machine is shared
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +28,6 @@ def runs_env(request, monkeypatch):
         monkeypatch.setenv("INTERP_HARNESS_RUNS", str(request.getfixturevalue("fx").runs))
 
 
-def page(name: str, **query) -> AppTest:
-    at = AppTest.from_file(str(DASH / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
-    for key, value in query.items():
-        at.query_params[key] = value
-    return at.run()
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.message for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
-
-
 def charts(at: AppTest) -> list:
     return at.get("plotly_chart")
 
@@ -52,7 +38,7 @@ def texts(at: AppTest) -> str:
 
 
 def test_app_navigates_every_page(fx):
-    at = AppTest.from_file(str(DASH / "app.py"), default_timeout=TIMEOUT).run()
+    at = app()
     assert not at.exception and at.title[0].value == "Runs"
     for name, title in [("evaluation", "Evaluation"), ("features", "Features"), ("circuits", "Circuits"),
                         ("model_diff", "Model diff"), ("activations", "Activations"),
@@ -81,7 +67,7 @@ def test_runs_page_lists_runs_and_shows_a_corrupt_manifest_on_its_card(fx):
 
 
 def test_runs_page_opens_a_run_in_its_page(fx):
-    at = AppTest.from_file(str(DASH / "app.py"), default_timeout=TIMEOUT).run()
+    at = app()
     at.selectbox(key="open_select").set_value("eval-tiny").run()
     at.button(key="open_page").click().run()
     assert not at.exception and at.title[0].value == "Evaluation"

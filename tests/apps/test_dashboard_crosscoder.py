@@ -12,10 +12,11 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from harness.runs import RunStore
+from harness.threads import torch_threads
+from tests.apps import apptest
+from tests.apps.apptest import ok
 from tests.apps.fixtures import save_model
 
-DASH = Path(__file__).resolve().parents[2] / "apps" / "dashboard"
-TIMEOUT = 180  # the steering test loads two models; the machine is shared
 
 
 def save_planted(base: Path, folder: Path, n_tokens: int = 40, scale: float = 3.0) -> Path:
@@ -50,14 +51,10 @@ def cc(tmp_path_factory):
     aligned = save_planted(base, root / "models" / "aligned")
     runs = root / "runs"
     common = ["--base", str(base), "--aligned", str(aligned), "--n-texts", "24", "--context", "24", "--runs", str(runs)]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # thousands of tiny matmuls: one thread is faster on two loaded cores
-    try:
+    with torch_threads(1):  # thousands of tiny matmuls: one thread is faster on two loaded cores
         assert main(["crosscoder", "train", *common, "--layers", "0", "--d-latent", "64", "--loss", "l1",
                      "--lr", "3e-3", "--steps", "400", "--batch-size", "128", "--name", "cc"]) == 0
         assert main(["crosscoder", "latents", "cc", *common, "--name", "cc-latents"]) == 0
-    finally:
-        torch.set_num_threads(before)
     with RunStore(runs).create("probe", name="not-a-crosscoder", command="test fixture"):
         pass
     findings = json.loads((runs / "cc-latents" / "findings.json").read_text())
@@ -71,16 +68,7 @@ def runs_env(request, monkeypatch):
 
 
 def page(**query) -> AppTest:
-    at = AppTest.from_file(str(DASH / "pages" / "crosscoder.py"), default_timeout=TIMEOUT)
-    for key, value in query.items():
-        at.query_params[key] = value
-    return at.run()
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.message for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
+    return apptest.page("crosscoder", **query)
 
 
 def figures(at: AppTest) -> dict[str, dict]:
@@ -184,6 +172,6 @@ def test_without_crosscoder_runs_the_page_says_how_to_make_one(tmp_path, monkeyp
 
 
 def test_the_app_navigates_to_the_page(cc):
-    at = AppTest.from_file(str(DASH / "app.py"), default_timeout=TIMEOUT).run()
+    at = apptest.app()
     at.switch_page("pages/crosscoder.py").run()
     assert not at.exception and at.title[0].value == "Crosscoder"
