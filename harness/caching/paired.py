@@ -34,11 +34,11 @@ import numpy as np
 import torch
 
 from harness.caching import manifest as mf
-from harness.caching.hooks import resolve_hooks, stop_layer
+from harness.caching.hooks import stop_layer
 from harness.caching.job import run_sharded_job
 from harness.caching.settings import CacheSettings
 from harness.caching.outliers import DEFAULT_SKIP_POSITIONS, position_flags, special_token_ids
-from harness.caching.writer import FORMAT, parse_dtype, tokenizer_identity
+from harness.caching.writer import FORMAT, job_inputs, parse_dtype, tokenizer_identity
 from harness.compat import check_pair
 from harness.data.corpus import CorpusError, load_corpus
 from harness.data.packing import pack, pack_tokens, prefetch, resolve_prepend_bos, separator_id
@@ -141,14 +141,10 @@ def cache_pair(base, aligned, hooks, corpus, n_tokens: int, out_dir, settings: C
     returns the folder. PairMismatchError (one line) for models of another architecture or
     tokenizer; HookNameError for a hook or layer the models do not have. `settings` and keyword
     `overrides` as for cache_activations."""
-    s = CacheSettings.of(settings, overrides)
-    context_length, batch_size, seed, split = s.context_length, s.batch_size, s.seed, s.split
     check_pair(base, aligned, what="a paired cache")
     out = Path(out_dir)
-    names = resolve_hooks(base, hooks)
-    tokenizer = getattr(base, "tokenizer", None)
-    if tokenizer is None:
-        raise HarnessError("the models have no tokenizer; load them with one (tokenizer=...) to cache text")
+    s, names, tokenizer = job_inputs(base, hooks, settings, overrides)
+    context_length, batch_size, seed, split = s.context_length, s.batch_size, s.seed, s.split
     prompts = list(prompts)
     fraction = (0.5 if prompts else 0.0) if chat_fraction is None else float(chat_fraction)
     if not 0 <= fraction < 1:

@@ -79,20 +79,26 @@ def _auto_shard_contexts(model, hooks, first, stop, dtype, batch_size, shard_mb)
     return max(batch_size, fit // batch_size * batch_size)
 
 
+def job_inputs(model, hooks, settings, overrides: dict) -> tuple[CacheSettings, list[str], object]:
+    """What every cache job starts from: its settings, the hook names (checked against the model)
+    and the tokenizer the corpus is packed with."""
+    names = resolve_hooks(model, hooks)
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise HarnessError("the model has no tokenizer; load it with one (tokenizer=...) to cache a text corpus")
+    return CacheSettings.of(settings, overrides), names, tokenizer
+
+
 def cache_activations(model, hooks, corpus, n_tokens: int, out_dir, settings: CacheSettings | None = None, *,
                       command: str | None = None, **overrides) -> Path:
     """Cache the activations of `hooks` (names or globs) over the first n_tokens of `corpus`
     (rounded up to whole contexts) into `out_dir`; resumes a matching unfinished job there.
     `settings` (CacheSettings) says how; keyword `overrides` replace its fields. Returns the
     folder. Read it back with CachedActivations(out_dir)."""
-    s = CacheSettings.of(settings, overrides)
-    context_length, batch_size, seed, split = s.context_length, s.batch_size, s.seed, s.split
     ranks = Ranks.from_env()
     out = Path(out_dir)
-    names = resolve_hooks(model, hooks)
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is None:
-        raise HarnessError("the model has no tokenizer; load it with one (tokenizer=...) to cache a text corpus")
+    s, names, tokenizer = job_inputs(model, hooks, settings, overrides)
+    context_length, batch_size, seed, split = s.context_length, s.batch_size, s.seed, s.split
     corpus = load_corpus(corpus)
     dtype = parse_dtype(s.dtype)
     if n_tokens < 1 or batch_size < 1:
