@@ -42,6 +42,10 @@ MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 STATUSES = ("running", "complete", "failed", "interrupted")
+# Manifest fields the store keeps itself (through create, finish, add_model, add_note, ...).
+RESERVED_FIELDS = frozenset({"manifest_version", "kind", "name", "created", "finished", "status", "error", "command",
+                             "models", "config", "seed", "versions", "compute", "timings", "metrics", "artifacts",
+                             "notes", "warnings", "pid", "host", "resumed"})
 # Packages whose versions every manifest records (distribution names for importlib.metadata).
 VERSIONED = {"torch": "torch", "transformers": "transformers", "transformer_lens": "transformer-lens",
              "sae_lens": "sae-lens", "lm_eval": "lm-eval", "harness": "interp-harness"}
@@ -416,6 +420,15 @@ class Run:
     def add_metrics(self, metrics: dict) -> None:
         self.manifest.setdefault("metrics", {}).update(metrics)
         self.save_manifest()
+
+    def record(self, key: str, value: Any, save: bool = True) -> None:
+        """A field of this run kind's own in the manifest (an SAE's exclusion rules and counts,
+        ...); the fields every run has are set through the methods above, never here."""
+        if key in RESERVED_FIELDS:
+            raise RunError(f"manifest field {key!r} is the run store's own; use its method instead")
+        self.manifest[key] = value
+        if save:
+            self.save_manifest()
 
     def resume(self) -> "Run":
         """Mark an unfinished run as running again, counting the resumes."""

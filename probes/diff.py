@@ -248,8 +248,7 @@ def write_diff(diff: ModelDiff, run, base=None, aligned=None) -> None:
     summary = diff.summary()
     run.write_json("summary.json", {**summary, "config": diff.config})
     run.write_text("layers.html", layer_figure(diff).to_html(include_plotlyjs=True), "html")  # plotly.js embedded: opens offline
-    run.manifest.setdefault("metrics", {}).update({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-    run.save_manifest()
+    run.add_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
 
 
 def layer_figure(diff: ModelDiff):

@@ -74,13 +74,10 @@ class SAEEval:
         too, and any warning in the manifest's `warnings` list."""
         run.write_json(f"{name}.json", self.metrics)
         run.write_tensors(f"{name}_density.safetensors", {"density": self.density})
-        run.manifest.setdefault("metrics", {}).update({f"{name}/{k}": v for k, v in self.metrics.items()
-                                                      if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        warnings = run.manifest.setdefault("warnings", [])
+        run.add_metrics({f"{name}/{k}": v for k, v in self.metrics.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
         for w in self.warnings:
-            if f"{name}: {w}" not in warnings:
-                warnings.append(f"{name}: {w}")
-        run.save_manifest()
+            run.add_warning(f"{name}: {w}")  # once: a rerun that says it again adds nothing
 
 
 def heldout_tokens(model, corpus, tokens: int, context_length: int = 128, split: str = "heldout",

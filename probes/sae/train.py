@@ -113,8 +113,7 @@ def train_sae(model, hook: str, settings: TrainSettings | None = None, *, corpus
         exclusion = source.exclusion(s.skip_positions, special, s.norm_ratio, s.max_norm)
         cfg = _runner_config(sae_cfg, source, hook, steps * s.batch_tokens, s.batch_tokens, s.lr, s.lr_warm_up_steps,
                              lr_decay_steps, s.seed, s.autocast, exclusion)
-        run.manifest["exclusion"] = {**exclusion.describe(), "why": _why(exclusion, source.tokenizer is None)}
-        run.save_manifest()
+        run.record("exclusion", {**exclusion.describe(), "why": _why(exclusion, source.tokenizer is None)})
         checkpoints = Checkpoints(run.path, checkpoint_every)
         scratch = Path(tempfile.mkdtemp(prefix=".saelens-", dir=run.path))
         try:
@@ -128,9 +127,10 @@ def train_sae(model, hook: str, settings: TrainSettings | None = None, *, corpus
             shutil.rmtree(scratch, ignore_errors=True)
         run.write_jsonl("train_log.jsonl", monitor.history)
         run.record_timing("train", seconds)
-        run.manifest["excluded"] = counts
+        run.record("excluded", counts, save=False)  # the next manifest write (the note's) saves it
         if resumed:
-            run.manifest["resumes"][-1]["from_step"] = resumed_at
+            run.record("resumes", [*run.manifest["resumes"][:-1], {**run.manifest["resumes"][-1], "from_step": resumed_at}],
+                       save=False)
         run.add_note(_excluded_note(counts, exclusion))
         checkpoints.remove_all()  # training state is only kept while a run can still resume
         final = {f"train/{key}": v for key, v in monitor.last.items() if key not in ("step", "seconds")}
