@@ -255,7 +255,7 @@ def test_second_resolve_reuses_the_folder(converted, zoo_cache, monkeypatch):
     name, folder = converted
     before = {p.name: p.stat().st_mtime_ns for p in [folder, *folder.iterdir()]}
     monkeypatch.setattr(gguf_convert, "load_gguf", lambda p: pytest.fail("reconverted"))
-    monkeypatch.setattr(gguf_convert, "_hash_file", lambda p: pytest.fail("re-hashed"))
+    monkeypatch.setattr(gguf_convert, "file_sha256_uncached", lambda p: pytest.fail("re-hashed"))
     assert zoo.resolve(name, cache_dir=zoo_cache) == folder
     assert {p.name: p.stat().st_mtime_ns for p in [folder, *folder.iterdir()]} == before
     assert next(r for r in zoo.list_models(zoo_cache) if r["name"] == name)["converted"] is True
