@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from harness.errors import ConfigError
+from harness.models.mixers import check_mixer, mixer_spec
 
 NORMS = ("layernorm", "rmsnorm")
 ACTIVATIONS = ("gelu_new", "gelu", "gelu_pytorch_tanh", "silu", "relu")
@@ -174,7 +175,6 @@ class ModelConfig:
         self._validate_mla(need)
 
     def _validate_mixers(self, need) -> None:
-        from harness.models.mixers import check_mixer  # the registry imports the mixers, which import this module
 
         need(len(self.mixers) == self.n_layers, f"{len(self.mixers)} mixers for {self.n_layers} layers")
         for layer, name in enumerate(self.mixers):
@@ -224,8 +224,6 @@ class ModelConfig:
 
     def has_heads(self, layer: int) -> bool:
         """Whether the layer's mixer has attention heads (attn.hook_z, hook_pattern, per-head weights)."""
-        from harness.models.mixers import mixer_spec
-
         return mixer_spec(self.mixers[layer]).heads
 
     def headless_layers(self, upto: int | None = None) -> list[int]:

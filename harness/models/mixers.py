@@ -13,29 +13,35 @@ d_head], hook_pattern, per-head W_Q..W_O); head-level tools look at it before to
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
-from torch import nn
-
 from harness.errors import UnknownMixerError
-from harness.models.components import Attention, MixerInputs
-from harness.models.mla import LatentAttention
 
-__all__ = ["MIXERS", "MixerInputs", "MixerSpec", "build_mixer", "check_mixer", "mixer_spec", "register_mixer"]
+__all__ = ["MIXERS", "MixerSpec", "build_mixer", "check_mixer", "mixer_spec", "register_mixer"]
 
 
 @dataclass(frozen=True)
 class MixerSpec:
     name: str
-    module: type[nn.Module]  # built as module(cfg, layer)
+    # The module class, built as module(cfg, layer), or "package.module:Class" for one imported
+    # only when a layer is built: the registry imports no mixer, so the config (which checks
+    # names against it) and the mixers (which read the config) never import each other.
+    module: object
     heads: bool  # attention heads: hook_z, hook_pattern and per-head weights
     summary: str = ""
+
+    def module_class(self):
+        if isinstance(self.module, str):
+            path, _, attr = self.module.partition(":")
+            return getattr(importlib.import_module(path), attr)
+        return self.module
 
 
 MIXERS: dict[str, MixerSpec] = {}
 
 
-def register_mixer(name: str, module: type[nn.Module], heads: bool, summary: str = "") -> MixerSpec:
+def register_mixer(name: str, module, heads: bool, summary: str = "") -> MixerSpec:
     """Add a mixer kind (or replace one of that name) and return its spec."""
     spec = MixerSpec(name, module, heads, summary)
     MIXERS[name] = spec
@@ -56,11 +62,11 @@ def check_mixer(name: str, layer: int) -> None:
         )
 
 
-def build_mixer(cfg, layer: int) -> nn.Module:
-    return mixer_spec(cfg.mixers[layer]).module(cfg, layer)
+def build_mixer(cfg, layer: int):
+    return mixer_spec(cfg.mixers[layer]).module_class()(cfg, layer)
 
 
-register_mixer("attention", Attention, heads=True,
+register_mixer("attention", "harness.models.components:Attention", heads=True,
                summary="MHA/GQA/MQA; sliding window, soft-capping, sinks and QK-norm by config")
-register_mixer("latent_attention", LatentAttention, heads=True,
+register_mixer("latent_attention", "harness.models.mla:LatentAttention", heads=True,
                summary="multi-head latent attention (DeepSeek-V2/V3)")

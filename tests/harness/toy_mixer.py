@@ -13,7 +13,8 @@ from torch import nn
 from harness.models.config import ModelConfig
 from harness.models.kv_cache import RecurrentState
 from harness.models.linear import Linear
-from harness.models.mixers import MixerInputs, register_mixer
+from harness.models.components import MixerInputs
+from harness.models.mixers import register_mixer
 
 NAME = "toy_recurrent"
 
