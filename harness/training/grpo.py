@@ -22,9 +22,9 @@ from typing import Callable
 import torch
 
 from harness.errors import ConfigError
-from harness.tokens import left_pad, pad_id
 from harness.training.chat import encode_prompt, require_chat_template, token_logps
 from harness.training.loop import TrainConfig, Trainer
+from harness.training.rollout import sample_completions
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "gspo")
 
@@ -117,21 +117,11 @@ def arithmetic_reward(item: dict, completion: str) -> float:
 
 # -------------------------------------------------------------------- training
 
-@torch.no_grad()
 def sample(model, prompt_ids: list[list[int]], cfg: GRPOConfig, seed: int):
     """Left-pad prompts, sample completions. Returns (tokens [n, P+T], attention [n, P+T],
     completion mask [n, T]: tokens up to and including the first end token)."""
-    tok = model.tokenizer
-    prompts, attention = left_pad(prompt_ids, pad_id(tok))
-    width = prompts.shape[1]
-    tokens = model.generate(prompts.to(model.device), attention_mask=attention.to(model.device), do_sample=True,
-                            temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=seed, return_type="tokens")
-    completion = tokens[:, width:]
-    is_end = completion == tok.eos_token_id
-    ended_before = (is_end.long().cumsum(-1) - is_end.long()) > 0  # strictly after the first end token
-    mask = ~ended_before
-    attention = torch.cat([attention.to(tokens.device), mask.long()], dim=1)
-    return tokens, attention, mask, width
+    out = sample_completions(model, prompt_ids, cfg.max_new_tokens, cfg.temperature, seed)
+    return out.tokens, out.attention, out.mask, out.width
 
 
 def completion_logps(model, tokens, attention, prompt_width):
