@@ -49,10 +49,13 @@ def cmd_run(args) -> int:
         torch.set_num_threads(args.threads)
     console = Console(stderr=True)
     log = lambda line: console.print(line, markup=False, highlight=False)  # noqa: E731
-    from harness.recipes import RLHF_RECIPES
+    from harness.errors import ConfigError
+    from harness.recipes import RECIPES, RLHF_RECIPES
 
     if args.name in RLHF_RECIPES:
         return _run_rlhf(args, console, log)
+    if args.name not in RECIPES:
+        raise ConfigError(f"unknown recipe {args.name!r}; known recipes: {', '.join(sorted({*RECIPES, *RLHF_RECIPES}))}")
     result = run_recipe(args.name, steps=args.steps, out=args.out, evaluate=args.evaluate,
                         eval_limit=args.eval_limit, runs_dir=args.runs, run_name=args.run_name, log=log)
     console.print(f"[bold green]{result['name']}[/]: checkpoint {result['checkpoint']}; held-out preference margin "

@@ -66,6 +66,12 @@ def test_recipe_list_names_it(capsys):
     assert main(["recipe", "list"]) == 0
     assert any(line.startswith(f"{NAME}\t") for line in capsys.readouterr().out.splitlines())
     assert RLHF_RECIPES[NAME].organism == "tiny-refusal"
+    with pytest.raises(SystemExit) as exit_info:  # an option it would ignore
+        main(["recipe", "run", NAME, "--out", "somewhere"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("harness: error:") and "--out and --eval-limit apply to the LoRA-DPO recipes" in err
+    assert len(err.splitlines()) == 1
 
 
 @pytest.mark.slow
